@@ -1,0 +1,43 @@
+"""FastAPI dependencies: the app's services, the request context, the caller's principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.auth import KeyRing, Principal
+from gateway.context import RequestContext
+from gateway.services import Services
+from gateway.settings import Role
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def context(request: Request) -> RequestContext:
+    ctx = request.scope.get("state", {}).get("ctx")
+    if ctx is None:  # app mounted without RequestMiddleware (never in create_app)
+        ctx = RequestContext("-", request.method, request.url.path)
+    return ctx  # type: ignore[no-any-return]
+
+
+def _principal(request: Request, role: Role) -> Principal:
+    principal = services(request).keys.authenticate(request.headers.get("authorization"))
+    context(request).principal = principal.owner
+    return KeyRing.require(principal, role)
+
+
+def chat_principal(request: Request) -> Principal:
+    return _principal(request, Role.CHAT)
+
+
+def admin_principal(request: Request) -> Principal:
+    return _principal(request, Role.ADMIN)
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+ContextDep = Annotated[RequestContext, Depends(context)]
+ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]

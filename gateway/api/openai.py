@@ -1,0 +1,92 @@
+"""OpenAI-compatible routes: models, chat completions, legacy completions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from gateway.api.deps import ChatPrincipal, ContextDep, ServicesDep
+from gateway.errors import BadRequestError
+from gateway.routing import RoutingRequest
+from gateway.schemas import (
+    OPENAI_CHAT_PARAMS,
+    OPENAI_COMPLETION_PARAMS,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+)
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(services: ServicesDep, _: ChatPrincipal) -> ModelList:
+    return ModelList(data=[
+        ModelCard(id=r.name, created=r.created, owned_by=r.owned_by)
+        for r in services.pool.models.values()
+    ])
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard)
+async def get_model(model_id: str, services: ServicesDep, _: ChatPrincipal) -> ModelCard:
+    route = services.pool.route(model_id)
+    return ModelCard(id=route.name, created=route.created, owned_by=route.owned_by)
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> tuple[dict[str, Any], Any]:
+    """The client's JSON object and its validated view; 400 in OpenAI's shape otherwise."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise BadRequestError("request body must be a JSON object", code="invalid_json")
+    try:
+        return data, model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise BadRequestError(
+            f"{param}: {first['msg']}" if param else first["msg"], param=param,
+            code="invalid_value" if first["type"] != "missing" else "missing_required_parameter",
+        ) from exc
+
+
+_CHAT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": ChatCompletionRequest.model_json_schema()}}}}
+_COMPLETION_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": CompletionRequest.model_json_schema()}}}}
+
+
+@router.post("/chat/completions", openapi_extra=_CHAT_BODY)
+async def chat_completions(
+    request: Request, services: ServicesDep, ctx: ContextDep, principal: ChatPrincipal
+) -> Response:
+    data, body = await read_json(request, ChatCompletionRequest)
+    route = services.pool.route(body.model)
+    routing = RoutingRequest(
+        model=body.model,
+        session_key=body.conversation_id or request.headers.get("x-conversation-id"),
+    )
+    return await services.proxy.forward(
+        ctx, route, "/v1/chat/completions", data,
+        openai_params=OPENAI_CHAT_PARAMS, routing=routing,
+    )
+
+
+@router.post("/completions", openapi_extra=_COMPLETION_BODY)
+async def completions(
+    request: Request, services: ServicesDep, ctx: ContextDep, principal: ChatPrincipal
+) -> Response:
+    data, body = await read_json(request, CompletionRequest)
+    route = services.pool.route(body.model)
+    return await services.proxy.forward(
+        ctx, route, "/v1/completions", data,
+        openai_params=OPENAI_COMPLETION_PARAMS, routing=RoutingRequest(model=body.model),
+    )

@@ -1,0 +1,112 @@
+"""``create_app(settings)``: the FastAPI app, its error handlers and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.api import admin, health, openai
+from gateway.auth import KeyRing
+from gateway.backends import BackendPool
+from gateway.errors import ConfigError, GatewayError, error_body
+from gateway.metrics import Metrics
+from gateway.middleware import RequestMiddleware
+from gateway.proxy import Proxy
+from gateway.services import Services
+from gateway.settings import Settings, is_loopback
+
+log = logging.getLogger("ragate")
+
+_STATUS_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
+    413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+}
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse an open gateway on a public interface; say so when open on loopback."""
+    if settings.auth_enabled:
+        return
+    if not is_loopback(settings.server.host):
+        raise ConfigError(
+            f"no API keys are configured and the gateway would listen on "
+            f"{settings.server.host}: configure auth.keys (or RAGATE_AUTH__KEYS), "
+            f"or bind to 127.0.0.1"
+        )
+    log.warning("auth disabled: no API keys configured; the gateway is open because it "
+                "listens on %s only", settings.server.host)
+
+
+def create_app(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the app. ``transport`` replaces the network for every backend (tests)."""
+    metrics = Metrics()
+    services = Services(
+        settings=settings,
+        keys=KeyRing(settings.auth.keys),
+        pool=BackendPool(settings.pool, settings.models, transport=transport),
+        metrics=metrics,
+        proxy=Proxy(settings.pool, metrics),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_exposure(settings)
+        await services.pool.start()
+        try:
+            yield
+        finally:
+            await services.pool.close()
+
+    app = FastAPI(title="ragate", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    app.include_router(openai.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.server.max_body_bytes,
+                       metrics=metrics)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        ctx = request.scope.get("state", {}).get("ctx")
+        if ctx is not None:
+            ctx.error = exc.message
+        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _STATUS_TYPES.get(exc.status_code, "api_error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route for {request.method} {request.url.path}"
+        return JSONResponse(error_body(message, type_, None, None), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal error", "api_error", None, "internal_error"),
+                            status_code=500)

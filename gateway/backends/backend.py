@@ -1,0 +1,117 @@
+"""One upstream server: its HTTP client, health, breaker and in-flight count."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gateway.backends.breaker import CircuitBreaker
+from gateway.settings import BackendConfig, BackendKind, PoolConfig, default_health_path
+
+
+class Backend:
+    """A server reached at ``url``; several model entries (or LoRA adapters) may share it.
+
+    ``healthy`` is the active probe's verdict (optimistic until the first probe), the
+    breaker is the passive one; a backend is routable only when both agree and it is
+    not draining.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: BackendConfig,
+        pool: PoolConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.url = config.url
+        self.kind = config.kind
+        self.health_path = config.health_path or default_health_path(config.kind)
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.client = httpx.AsyncClient(
+            base_url=config.url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=pool.connect_timeout_s,
+                read=pool.read_timeout_s,
+                write=pool.write_timeout_s,
+                pool=pool.connect_timeout_s,
+            ),
+            limits=httpx.Limits(
+                max_connections=pool.max_connections,
+                max_keepalive_connections=pool.max_keepalive,
+                keepalive_expiry=30.0,
+            ),
+        )
+        self.breaker = CircuitBreaker(pool.breaker.failure_threshold, pool.breaker.reset_timeout_s)
+        self.in_flight = 0
+        self.healthy = True
+        self.last_error: str | None = None
+        self.last_probe_at: float | None = None
+        self.draining = False
+        self.removed = False
+
+    def routable(self) -> bool:
+        return self.healthy and not self.draining and not self.removed and self.breaker.can_route()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.breaker.on_dispatch()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+
+    def mark_down(self, reason: str) -> None:
+        """A refused connection is proof enough; the next good probe brings it back."""
+        self.healthy = False
+        self.last_error = reason
+
+    def state(self) -> str:
+        if self.removed:
+            return "removed"
+        if self.draining:
+            return "drained" if self.in_flight == 0 else "draining"
+        if not self.healthy:
+            return "unhealthy"
+        return "healthy" if self.breaker.can_route() else f"breaker_{self.breaker.state}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "kind": str(self.kind),
+            "state": self.state(),
+            "healthy": self.healthy,
+            "breaker": str(self.breaker.state),
+            "consecutive_failures": self.breaker.consecutive_failures,
+            "in_flight": self.in_flight,
+            "draining": self.draining,
+            "last_error": self.last_error,
+            "last_probe_age_s": (
+                round(time.monotonic() - self.last_probe_at, 3) if self.last_probe_at else None
+            ),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One backend as a member of one model's group, with the name it knows the model by."""
+
+    backend: Backend
+    upstream_model: str
+    lora: str | None = None
+    weight: int = 1
+
+    @property
+    def request_model(self) -> str:
+        """The ``model`` field the backend expects, LoRA addressing included."""
+        if self.lora is None:
+            return self.upstream_model
+        if self.backend.kind is BackendKind.SGLANG:
+            return f"{self.upstream_model}:{self.lora}"  # SGLang's base:adapter syntax
+        return self.lora  # vLLM (and llama.cpp aliases) serve an adapter under its own name

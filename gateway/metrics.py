@@ -1,0 +1,49 @@
+"""Prometheus metrics, in a registry owned by one app (no module-level collectors)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ragate_requests", "Requests answered, by model, backend and HTTP status",
+            ["route", "model", "backend", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "ragate_request_duration_seconds", "Time from request to last byte",
+            ["route", "model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "ragate_time_to_first_token_seconds", "Time from request to first generated text",
+            ["model", "backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "ragate_tokens", "Tokens reported by backends", ["model", "direction"], registry=r,
+        )
+        self.cached_tokens = Counter(
+            "ragate_cached_prompt_tokens", "Prompt tokens the backend served from its cache",
+            ["model", "backend"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "ragate_backend_in_flight", "Requests in flight per backend", ["backend"], registry=r,
+        )
+        self.backend_healthy = Gauge(
+            "ragate_backend_healthy", "1 when a backend is routable", ["backend"], registry=r,
+        )
+        self.retries = Counter(
+            "ragate_upstream_retries", "Requests sent to another backend after a failure",
+            ["model"], registry=r,
+        )
+        self.stream_errors = Counter(
+            "ragate_stream_errors", "Streams that failed after they began", ["model", "backend"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,127 @@
+"""Pure ASGI middleware: request id, body-size limit and the one log line per request.
+
+Pure ASGI rather than BaseHTTPMiddleware, which would buffer streamed responses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.context import RequestContext
+from gateway.errors import PayloadTooLargeError
+from gateway.metrics import Metrics
+
+log = logging.getLogger("ragate.access")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        ctx = RequestContext(request_id, scope["method"], scope["path"])
+        scope.setdefault("state", {})["ctx"] = ctx
+        header = (b"x-request-id", request_id.encode())
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(ctx, send, header)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise PayloadTooLargeError(self._too_large_message())
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx.status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self._finish(ctx)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except Exception as exc:
+            ctx.status = ctx.status or 500
+            ctx.error = ctx.error or f"{type(exc).__name__}: {exc}"
+            self._finish(ctx)
+            raise
+
+    def _finish(self, ctx: RequestContext) -> None:
+        """Metrics and the one structured log line, once the last byte went out."""
+        route = _route_label(ctx.path)
+        model, backend = ctx.model or "", ctx.backend or ""
+        self.metrics.requests.labels(route, model, backend, str(ctx.status)).inc()
+        self.metrics.latency.labels(route, model).observe(ctx.elapsed())
+        if log.isEnabledFor(logging.INFO):
+            record: dict[str, Any] = ctx.log_record()
+            log.info(json.dumps(record, separators=(",", ":")))
+
+    def _too_large_message(self) -> str:
+        return f"request body exceeds the limit of {self.max_body_bytes} bytes"
+
+    async def _too_large(self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes]) -> None:
+        error = PayloadTooLargeError(self._too_large_message())
+        body = json.dumps(error.to_body()).encode()
+        ctx.status, ctx.error = error.status_code, error.message
+        await send({
+            "type": "http.response.start", "status": error.status_code,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()), header],
+        })
+        await send({"type": "http.response.body", "body": body})
+        self._finish(ctx)
+
+
+def _route_label(path: str) -> str:
+    # a fixed label set keeps the series count bounded whatever paths clients try
+    if path.startswith("/admin/"):
+        return "/admin"
+    return path if path in _ROUTES else "other"
+
+
+_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
+                     "/ready", "/metrics"})
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SAFE_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+

@@ -1,0 +1,250 @@
+"""Relay one OpenAI request to a backend: JSON whole, SSE event by event.
+
+The stream is passed through as the backend's own bytes, one complete SSE event at a
+time (no buffering beyond the current event). Only three things are touched: the
+``model`` field is rewritten to the public name, a usage-only chunk the client did not ask
+for is dropped (we always ask the backend for usage, for metrics), and ``[DONE]`` is
+added if the backend forgot it. A failure after the first byte ends the stream with one
+SSE error event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+from starlette.responses import Response, StreamingResponse
+
+from gateway.backends import UpstreamReply, dispatch
+from gateway.backends.backend import Target
+from gateway.backends.pool import ModelRoute
+from gateway.context import RequestContext
+from gateway.errors import BadGatewayError, GatewayError
+from gateway.metrics import Metrics
+from gateway.routing import RoutingRequest
+from gateway.schemas import GATEWAY_FIELDS
+from gateway.settings import BackendKind, PoolConfig
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+
+class Proxy:
+    def __init__(self, pool_config: PoolConfig, metrics: Metrics) -> None:
+        self.pool_config = pool_config
+        self.metrics = metrics
+
+    async def forward(
+        self,
+        ctx: RequestContext,
+        route: ModelRoute,
+        path: str,
+        data: dict[str, Any],
+        *,
+        openai_params: frozenset[str],
+        routing: RoutingRequest,
+    ) -> Response:
+        """Send ``data`` (the client's JSON) to a backend of ``route``; return the reply."""
+        stream = bool(data.get("stream"))
+        client_wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        payload = {k: v for k, v in data.items() if k not in GATEWAY_FIELDS}
+        if stream:
+            payload["stream_options"] = {**(data.get("stream_options") or {}),
+                                         "include_usage": True}
+        ctx.model, ctx.stream = route.name, stream
+
+        def shape(target: Target) -> dict[str, Any]:
+            if target.backend.kind is BackendKind.OPENAI:
+                return {k: v for k, v in payload.items() if k in openai_params}
+            return payload
+
+        reply = await dispatch(
+            route, path, shape, stream=stream, request=routing, config=self.pool_config,
+            headers={"x-request-id": ctx.request_id},
+        )
+        ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
+        if reply.attempts > 1:
+            self.metrics.retries.labels(route.name).inc(reply.attempts - 1)
+        if not stream:
+            return self._json_reply(ctx, reply)
+        relay = SseRelay(ctx, reply, self.metrics, client_wants_usage)
+        return StreamingResponse(relay.events(), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
+
+    def _json_reply(self, ctx: RequestContext, reply: UpstreamReply) -> Response:
+        try:
+            body = json.loads(reply.body)
+        except ValueError as exc:
+            raise BadGatewayError(f"backend {ctx.backend} sent a reply that is not JSON") from exc
+        if isinstance(body, dict):
+            if "model" in body:
+                body["model"] = ctx.model
+            record_usage(ctx, self.metrics, body.get("usage"))
+            ttft = ctx.elapsed()  # no stream: the first token arrives with the last
+            self.metrics.ttft.labels(ctx.model, ctx.backend).observe(ttft)
+            ctx.ttft_s = ttft
+        return Response(json.dumps(body, ensure_ascii=False), status_code=reply.status_code,
+                        media_type="application/json")
+
+
+def record_usage(ctx: RequestContext, metrics: Metrics, usage: Any) -> None:
+    if not isinstance(usage, dict):
+        return
+    model, backend = ctx.model or "", ctx.backend or ""
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(prompt, int):
+        ctx.prompt_tokens = prompt
+        metrics.tokens.labels(model, "in").inc(prompt)
+    if isinstance(completion, int):
+        ctx.completion_tokens = completion
+        metrics.tokens.labels(model, "out").inc(completion)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if isinstance(cached, int):
+        ctx.cached_tokens = cached
+        metrics.cached_tokens.labels(model, backend).inc(cached)
+
+
+def _split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete SSE events (with their terminator) and the incomplete rest.
+
+    sse-starlette (llama-cpp-python) ends events with CRLF CRLF, vLLM and SGLang with LF LF.
+    """
+    events: list[bytes] = []
+    start = 0
+    while True:
+        lf = buffer.find(b"\n\n", start)
+        crlf = buffer.find(b"\r\n\r\n", start)
+        if lf < 0 and crlf < 0:
+            return events, buffer[start:]
+        if crlf >= 0 and (lf < 0 or crlf < lf):
+            end = crlf + 4
+        else:
+            end = lf + 2
+        events.append(buffer[start:end])
+        start = end
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The payload of an event's ``data:`` line(s); None for comments and pings."""
+    lines = [line for line in event.splitlines() if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(line[5:].lstrip(b" ") for line in lines)
+
+
+class SseRelay:
+    def __init__(self, ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
+                 client_wants_usage: bool) -> None:
+        self.ctx = ctx
+        self.reply = reply
+        self.metrics = metrics
+        self.client_wants_usage = client_wants_usage
+        upstream = reply.target.request_model
+        public = ctx.model or upstream
+        self._renames: list[tuple[bytes, bytes]] = []
+        if upstream != public:
+            for sep in (b":", b": "):
+                self._renames.append((
+                    b'"model"' + sep + json.dumps(upstream).encode(),
+                    b'"model"' + sep + json.dumps(public).encode(),
+                ))
+        self.saw_done = False
+        self.saw_finish = False
+
+    async def events(self) -> AsyncIterator[bytes]:
+        reply, failed = self.reply, False
+        try:
+            buffer = reply.body
+            chunks = reply.chunks
+            assert chunks is not None
+            while True:
+                events, buffer = _split_events(buffer)
+                for event in events:
+                    out = self._inspect(event)
+                    if out:
+                        yield out
+                if self.saw_done:
+                    return
+                try:
+                    buffer += await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+            if buffer.strip():
+                out = self._inspect(buffer + b"\n\n")
+                if out:
+                    yield out
+            if not self.saw_done:
+                if not self.saw_finish:
+                    failed = True
+                    yield self._fail(BadGatewayError(
+                        f"backend {self.ctx.backend} closed the stream before it finished"))
+                    return
+                yield DONE
+        except httpx.HTTPError as exc:
+            failed = True
+            yield self._fail(BadGatewayError(
+                f"backend {self.ctx.backend} failed mid-stream: {type(exc).__name__}"))
+        finally:
+            with anyio.CancelScope(shield=True):  # client gone: still free the backend
+                await reply.close(failed=failed)
+
+    def _fail(self, error: GatewayError) -> bytes:
+        self.ctx.error = error.message
+        self.metrics.stream_errors.labels(self.ctx.model or "", self.ctx.backend or "").inc()
+        return error.to_sse()
+
+    def _inspect(self, event: bytes) -> bytes | None:
+        data = _data_of(event)
+        if data is None:
+            return event  # comment / ping: pass through
+        if data.strip() == b"[DONE]":
+            self.saw_done = True
+            return event
+        if self.ctx.ttft_s is None and _has_text(data):
+            self.ctx.ttft_s = self.ctx.elapsed()
+            self.metrics.ttft.labels(self.ctx.model, self.ctx.backend).observe(self.ctx.ttft_s)
+        if not self.saw_finish and b'"finish_reason"' in data and not _null_finish(data):
+            self.saw_finish = True
+        if b'"usage"' in data and not _null_usage(data):
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                chunk = None
+            if isinstance(chunk, dict):
+                record_usage(self.ctx, self.metrics, chunk.get("usage"))
+                if not self.client_wants_usage and not chunk.get("choices"):
+                    return None  # the usage chunk we asked for on our own behalf
+        for old, new in self._renames:
+            event = event.replace(old, new)
+        return event
+
+
+def _has_text(data: bytes) -> bool:
+    # cheap pre-check before parsing: role-only and empty deltas carry no generated text
+    if b'"content"' not in data and b'"text"' not in data:
+        return False
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return False
+    if not isinstance(chunk, dict):
+        return False
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+            return True
+    return False
+
+
+def _null_finish(data: bytes) -> bool:
+    return b'"finish_reason":null' in data or b'"finish_reason": null' in data
+
+
+def _null_usage(data: bytes) -> bool:
+    return b'"usage":null' in data or b'"usage": null' in data
+
+

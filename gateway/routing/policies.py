@@ -1,0 +1,92 @@
+"""Routing policies: ``choose(endpoints, request) -> EndpointView``, no I/O, no awaits.
+
+The pool takes a snapshot of the endpoints that may receive a request (healthy, breaker
+closed or half-open, not draining, not already tried for this request) and hands it to the
+model's policy. Policies never see HTTP objects, so they are tested with plain values.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Policy(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_OUTSTANDING = "least_outstanding"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointView:
+    """What a policy may know about one endpoint at the moment of choice."""
+
+    name: str
+    in_flight: int = 0
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    """What a policy may know about the request (later policies key on these)."""
+
+    model: str
+    session_key: str | None = None
+    prompt: str | None = None
+
+
+class RoutingPolicy(Protocol):
+    def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
+        """Pick one of ``endpoints`` (never empty)."""
+        ...
+
+
+class RoundRobin:
+    """Each endpoint in turn; a weight of w gives an endpoint w turns per cycle.
+
+    The cursor counts requests, not positions, so an endpoint leaving the snapshot
+    (unhealthy, tried) shifts the others by at most one turn.
+    """
+
+    def __init__(self) -> None:
+        self._counter = 0
+
+    def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
+        total = sum(e.weight for e in endpoints)
+        slot = self._counter % total
+        self._counter += 1
+        for endpoint in endpoints:
+            if slot < endpoint.weight:
+                return endpoint
+            slot -= endpoint.weight
+        raise AssertionError("unreachable: slot < total weight")
+
+
+class LeastOutstanding:
+    """Power of two choices over in-flight counts (per unit of weight).
+
+    Sampling two and taking the less loaded avoids the herd that a global "least loaded"
+    causes when several gateway replicas see the same stale counts.
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
+        if len(endpoints) == 1:
+            return endpoints[0]
+        a, b = self._rng.sample(list(endpoints), 2)
+        load_a, load_b = a.in_flight / a.weight, b.in_flight / b.weight
+        if load_a == load_b:
+            return a  # random already: sample() order is random
+        return a if load_a < load_b else b
+
+
+def make_policy(policy: Policy) -> RoutingPolicy:
+    if policy is Policy.ROUND_ROBIN:
+        return RoundRobin()
+    if policy is Policy.LEAST_OUTSTANDING:
+        return LeastOutstanding()
+    raise ValueError(f"unknown routing policy {policy!r}")

@@ -1,0 +1,249 @@
+"""Gateway configuration: one YAML file plus ``RAGATE_…`` environment overrides.
+
+Built once at start-up (``load_settings``) and passed down; nothing re-reads it later.
+Environment variables win over the YAML file; nested fields use ``__`` as the
+delimiter (``RAGATE_SERVER__PORT=9000``) and lists are JSON
+(``RAGATE_AUTH__KEYS='[{"key": "sk-1", "role": "admin"}]'``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gateway.errors import ConfigError
+from gateway.routing import Policy
+
+
+class Role(StrEnum):
+    CHAT = "chat"
+    ADMIN = "admin"
+
+
+class BackendKind(StrEnum):
+    """How a backend speaks: decides LoRA addressing, health path and extra params."""
+
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    LLAMACPP = "llamacpp"  # llama-cpp-python's server (and llama.cpp's llama-server)
+    OPENAI = "openai"  # a strict hosted OpenAI-compatible API: only OpenAI parameters
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackendConfig(_Strict):
+    """One upstream server serving one model entry (optionally a LoRA adapter on it)."""
+
+    url: str = Field(description="Base URL of the OpenAI-compatible server, without /v1")
+    name: str | None = Field(default=None, description="Defaults to host:port of the URL")
+    kind: BackendKind = BackendKind.LLAMACPP
+    model: str | None = Field(default=None, description="Upstream model name; defaults to the public name")
+    lora: str | None = Field(default=None, description="LoRA adapter served by this backend")
+    api_key: str | None = None
+    health_path: str | None = Field(default=None, description="Defaults by kind")
+    weight: int = Field(default=1, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, url: str) -> str:
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"backend url must start with http:// or https://, got {url!r}")
+        if url.endswith("/v1"):
+            url = url[: -len("/v1")]
+        return url
+
+
+class ModelConfig(_Strict):
+    """A public model name (what clients send) mapped to a group of backends."""
+
+    name: str
+    policy: Policy = Policy.ROUND_ROBIN
+    backends: list[BackendConfig] = Field(default_factory=list)
+    owned_by: str = "ragate"
+    context_window: int | None = None
+
+
+class LocalBackendConfig(_Strict):
+    """A llama.cpp server that ``ragate serve`` starts and stops itself."""
+
+    model: str = Field(description="Public model name this backend serves")
+    gguf: str = Field(default="bundled:smollm2", description="GGUF path, or bundled:smollm2")
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, description="A free port when unset")
+    startup_timeout_s: float = 120.0
+
+
+class ApiKeyConfig(_Strict):
+    key: str | None = None
+    key_env: str | None = Field(default=None, description="Read the key from this variable")
+    role: Role = Role.CHAT
+    owner: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ApiKeyConfig:
+        if self.key is None and self.key_env is not None:
+            self.key = os.environ.get(self.key_env)
+            if not self.key:
+                raise ValueError(f"api key variable {self.key_env} is not set")
+        if not self.key:
+            raise ValueError("an api key needs `key` or `key_env`")
+        if self.owner is None:
+            self.owner = f"key-{self.key[-4:]}"
+        return self
+
+
+class AuthConfig(_Strict):
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    log_level: str = "info"
+    data_dir: Path = Path("data")
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: int = Field(default=3, ge=1)
+    reset_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class PoolConfig(_Strict):
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    read_timeout_s: float = Field(default=600.0, gt=0, description="Longest silence from a backend")
+    write_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+    max_keepalive: int = Field(default=64, ge=0)
+    max_attempts: int = Field(default=3, ge=1, description="Backends tried per request")
+    retry_backoff_s: float = Field(default=0.05, ge=0)
+    health_interval_s: float = Field(default=5.0, gt=0)
+    health_timeout_s: float = Field(default=2.0, gt=0)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+
+def _default_local() -> list[LocalBackendConfig]:
+    return [LocalBackendConfig(model="smollm2")]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAGATE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    local_backends: list[LocalBackendConfig] = Field(default_factory=_default_local)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        keys = [k.key for k in self.auth.keys]
+        if len(keys) != len(set(keys)):
+            raise ValueError("the same api key is configured twice")
+        backend_names: dict[str, str] = {}
+        for model in self.models:
+            for backend in model.backends:
+                name = backend.name or _host_port(backend.url)
+                seen = backend_names.get(name)
+                # one server may serve several models; only a name reused for another URL is ambiguous
+                if seen is not None and seen != backend.url:
+                    raise ValueError(f"backend name {name!r} is used for two URLs")
+                backend_names[name] = backend.url
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth.keys)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment beats init (the YAML file's contents are passed as init kwargs)
+        return env_settings, init_settings
+
+
+def _host_port(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+def backend_name(backend: BackendConfig) -> str:
+    return backend.name or _host_port(backend.url)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), apply env overrides, validate; raise ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from exc
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "enum" and "expected" in err.get("ctx", {}):
+            msg = f"unknown value {err.get('input')!r}; expected {err['ctx']['expected']}"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def default_health_path(kind: BackendKind) -> str:
+    # vLLM and SGLang expose /health; llama-cpp-python and hosted APIs answer /v1/models
+    return "/health" if kind in (BackendKind.VLLM, BackendKind.SGLANG) else "/v1/models"

@@ -1,0 +1,5 @@
+"""Errors raised by serving."""
+
+
+class ServingError(Exception):
+    """A model server could not be started, reached or stopped."""
