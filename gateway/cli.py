@@ -38,7 +38,9 @@ class RagateGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise click.ClickException(f"`ragate {name}` needs more packages ({exc}): {hint}")
+            raise click.ClickException(
+                f"`ragate {name}` needs more packages ({exc}): {hint}"
+            ) from exc
         return getattr(module, attr)  # type: ignore[no-any-return]
 
 

@@ -82,7 +82,9 @@ class RequestMiddleware:
     def _too_large_message(self) -> str:
         return f"request body exceeds the limit of {self.max_body_bytes} bytes"
 
-    async def _too_large(self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes]) -> None:
+    async def _too_large(
+        self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes]
+    ) -> None:
         error = PayloadTooLargeError(self._too_large_message())
         body = json.dumps(error.to_body()).encode()
         ctx.status, ctx.error = error.status_code, error.message

@@ -50,7 +50,9 @@ class BackendConfig(_Strict):
     url: str = Field(description="Base URL of the OpenAI-compatible server, without /v1")
     name: str | None = Field(default=None, description="Defaults to host:port of the URL")
     kind: BackendKind = BackendKind.LLAMACPP
-    model: str | None = Field(default=None, description="Upstream model name; defaults to the public name")
+    model: str | None = Field(
+        default=None, description="Upstream model name; defaults to the public name"
+    )
     lora: str | None = Field(default=None, description="LoRA adapter served by this backend")
     api_key: str | None = None
     health_path: str | None = Field(default=None, description="Defaults by kind")
@@ -167,7 +169,7 @@ class Settings(BaseSettings):
             for backend in model.backends:
                 name = backend.name or _host_port(backend.url)
                 seen = backend_names.get(name)
-                # one server may serve several models; only a name reused for another URL is ambiguous
+                # one server may serve several models; a name reused for another URL is ambiguous
                 if seen is not None and seen != backend.url:
                     raise ValueError(f"backend name {name!r} is used for two URLs")
                 backend_names[name] = backend.url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -81,12 +82,9 @@ class LlamaCppServer:
     def start(self, timeout_s: float = 120.0) -> LlamaCppServer:
         if self.running():
             return self
-        try:
-            import llama_cpp  # noqa: F401  (only to fail early with an install hint)
-        except ImportError as exc:
-            raise ServingError(
-                "llama-cpp-python is not installed: pip install 'ragate[local]'"
-            ) from exc
+        # find_spec, not import: importing llama_cpp loads the native library for nothing
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ServingError("llama-cpp-python is not installed: pip install 'ragate[local]'")
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix=f"llamacpp-{self.port}-", suffix=".log")
             os.close(fd)

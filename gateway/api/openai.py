@@ -44,7 +44,9 @@ async def read_json(request: Request, model: type[BaseModel]) -> tuple[dict[str,
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+        raise BadRequestError(
+            f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from exc
     if not isinstance(data, dict):
         raise BadRequestError("request body must be a JSON object", code="invalid_json")
     try:

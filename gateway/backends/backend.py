@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ class Backend:
         )
         self.breaker = CircuitBreaker(pool.breaker.failure_threshold, pool.breaker.reset_timeout_s)
         self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.healthy = True
         self.last_error: str | None = None
         self.last_probe_at: float | None = None
@@ -61,10 +64,13 @@ class Backend:
 
     def begin(self) -> None:
         self.in_flight += 1
+        self.idle.clear()
         self.breaker.on_dispatch()
 
     def end(self) -> None:
         self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
 
     def mark_down(self, reason: str) -> None:
         """A refused connection is proof enough; the next good probe brings it back."""

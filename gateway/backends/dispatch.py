@@ -154,10 +154,12 @@ async def _send(
         backend.breaker.record_success()
         return UpstreamReply(target, response.status_code, response.headers, attempts,
                              first, chunks, response)
-    except StopAsyncIteration:
+    except StopAsyncIteration as exc:
         await _aclose(response)
         backend.breaker.record_failure()
-        raise _Retryable(BadGatewayError(f"backend {backend.name} closed an empty stream"))
+        raise _Retryable(
+            BadGatewayError(f"backend {backend.name} closed an empty stream")
+        ) from exc
     except httpx.ConnectError as exc:
         await _aclose(response)
         backend.breaker.record_failure()

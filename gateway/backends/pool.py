@@ -84,7 +84,9 @@ class BackendPool:
     def backend(self, name: str) -> Backend:
         backend = self.backends.get(name)
         if backend is None or backend.removed:
-            raise NotFoundError(f"no backend named {name!r}", param="name", code="backend_not_found")
+            raise NotFoundError(
+                f"no backend named {name!r}", param="name", code="backend_not_found"
+            )
         return backend
 
     # -- run-time changes -----------------------------------------------------------------
@@ -135,8 +137,7 @@ class BackendPool:
         return backend
 
     async def _close_when_idle(self, backend: Backend) -> None:
-        while backend.in_flight > 0:
-            await asyncio.sleep(0.1)
+        await backend.idle.wait()
         await backend.client.aclose()
 
     # -- lifecycle ------------------------------------------------------------------------

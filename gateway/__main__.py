@@ -1,0 +1,5 @@
+"""``python -m gateway`` runs the ``ragate`` command."""
+
+from gateway.cli import main
+
+main()

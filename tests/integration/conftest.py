@@ -1,0 +1,108 @@
+"""Real services for integration tests: llama.cpp servers and the gateway as a process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from serving import LlamaCppServer, ServingError, free_port, wait_until_healthy
+
+
+def start_llama_servers(count: int, n_ctx: int = 2048) -> list[LlamaCppServer]:
+    """Start ``count`` SmolLM2 servers in parallel (one thread each: the machine has 2 cores)."""
+    try:
+        servers = [LlamaCppServer("bundled:smollm2", n_ctx=n_ctx, n_threads=1,
+                                  model_alias="smollm2-upstream") for _ in range(count)]
+    except ServingError as exc:
+        pytest.fail(f"bundled model missing: {exc}")
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(lambda s: s.start(timeout_s=120), servers))
+    return servers
+
+
+@pytest.fixture(scope="session")
+def llama_pair() -> Iterator[list[LlamaCppServer]]:
+    servers = start_llama_servers(2)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class GatewayProcess:
+    """``python -m gateway serve`` with a YAML config, on a free port; restartable."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        self.port = free_port()
+        self.config_path = workdir / "ragate.yaml"
+        config.setdefault("server", {}).update(port=self.port, host="127.0.0.1")
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"gateway-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120) -> GatewayProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        try:
+            wait_until_healthy(self.url, path="/health", timeout_s=timeout_s,
+                               still_running=lambda: self.process.poll() is None)
+        except ServingError as exc:
+            self.stop()
+            raise AssertionError(f"{exc}\n{self.log()}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics").text
+
+
+@pytest.fixture
+def gateway_factory() -> Iterator[Any]:
+    started: list[GatewayProcess] = []
+    workdir = Path(tempfile.mkdtemp(prefix="ragate-it-"))
+
+    def make(config: dict[str, Any]) -> GatewayProcess:
+        sub = workdir / str(len(started))
+        sub.mkdir()
+        gateway = GatewayProcess(config, sub)
+        started.append(gateway)
+        return gateway.start()
+
+    try:
+        yield make
+    finally:
+        for gateway in started:
+            gateway.stop()
