@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
@@ -12,9 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, health, openai
+from gateway.api import admin, conversations, health, openai
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
+from gateway.conversations.factory import open_store
+from gateway.conversations.service import ConversationService
 from gateway.errors import ConfigError, GatewayError, error_body
 from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
@@ -61,15 +63,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_exposure(settings)
-        await services.pool.start()
-        try:
+        async with AsyncExitStack() as stack:
+            await services.pool.start()
+            stack.push_async_callback(services.pool.close)
+            store = await open_store(settings)
+            stack.push_async_callback(store.close)
+            services.conversations = ConversationService(store, settings.conversations, metrics)
+            await services.load_counters()
             yield
-        finally:
-            await services.pool.close()
 
     app = FastAPI(title="ragate", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     app.include_router(openai.router)
+    app.include_router(conversations.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.server.max_body_bytes,

@@ -83,6 +83,7 @@ def serve(config: str | None, host: str | None, port: int | None, no_local: bool
         level=settings.server.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per backend call is noise
     try:
         check_exposure(settings)
     except ConfigError as exc:
@@ -126,6 +127,7 @@ def _start_local_backends(settings: Settings) -> list[Any]:
                                                    context_window=local.n_ctx))
             else:
                 entry.backends.append(backend)
+                entry.context_window = entry.context_window or local.n_ctx
     except ServingError as exc:
         for server in started:
             server.stop()

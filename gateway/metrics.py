@@ -45,5 +45,30 @@ class Metrics:
             registry=r,
         )
 
+        self.prompt_tokens_counted = Counter(
+            "ragate_conversation_prompt_tokens", "Prompt tokens of conversation requests, "
+            "as counted by the gateway", ["model"], registry=r,
+        )
+        self.predicted_reuse_tokens = Counter(
+            "ragate_predicted_prefix_reuse_tokens", "Prompt tokens identical to the start of "
+            "the conversation's previous prompt", ["model"], registry=r,
+        )
+        self.predicted_reuse_ratio = Histogram(
+            "ragate_predicted_prefix_reuse_ratio", "Share of the prompt reusable from the "
+            "previous prompt of the conversation", ["model"],
+            buckets=(0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1), registry=r,
+        )
+        self.history_dropped_turns = Histogram(
+            "ragate_history_dropped_turns", "Turns left out of the prompt by truncation",
+            ["model", "strategy"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=r,
+        )
+        self.summaries = Counter(
+            "ragate_summaries", "Summaries written at cut points", ["result"], registry=r,
+        )
+        self.token_count_fallbacks = Counter(
+            "ragate_token_count_fallbacks", "Token counts estimated because the tokenizer "
+            "source failed", ["model"], registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

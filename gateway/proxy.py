@@ -11,7 +11,7 @@ SSE error event.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -22,6 +22,7 @@ from gateway.backends import UpstreamReply, dispatch
 from gateway.backends.backend import Target
 from gateway.backends.pool import ModelRoute
 from gateway.context import RequestContext
+from gateway.conversations.service import ChatTurn
 from gateway.errors import BadGatewayError, GatewayError
 from gateway.metrics import Metrics
 from gateway.routing import RoutingRequest
@@ -46,8 +47,30 @@ class Proxy:
         *,
         openai_params: frozenset[str],
         routing: RoutingRequest,
+        turn: ChatTurn | None = None,
     ) -> Response:
-        """Send ``data`` (the client's JSON) to a backend of ``route``; return the reply."""
+        """Send ``data`` (the client's JSON) to a backend of ``route``; return the reply.
+
+        With a conversation ``turn``, the reply is committed to it once it finished, and
+        the turn is released (its lock freed) on every path, streamed or not.
+        """
+        try:
+            return await self._forward(ctx, route, path, data, openai_params, routing, turn)
+        except BaseException:
+            if turn is not None:
+                await turn.release()
+            raise
+
+    async def _forward(
+        self,
+        ctx: RequestContext,
+        route: ModelRoute,
+        path: str,
+        data: dict[str, Any],
+        openai_params: frozenset[str],
+        routing: RoutingRequest,
+        turn: ChatTurn | None,
+    ) -> Response:
         stream = bool(data.get("stream"))
         client_wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         payload = {k: v for k, v in data.items() if k not in GATEWAY_FIELDS}
@@ -68,13 +91,19 @@ class Proxy:
         ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
         if reply.attempts > 1:
             self.metrics.retries.labels(route.name).inc(reply.attempts - 1)
+        headers = turn.headers() if turn is not None else {}
         if not stream:
-            return self._json_reply(ctx, reply)
-        relay = SseRelay(ctx, reply, self.metrics, client_wants_usage)
-        return StreamingResponse(relay.events(), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+            response = self._json_reply(ctx, reply, headers)
+            if turn is not None:
+                await self._commit_json(turn, response.body)
+                await turn.release()
+            return response
+        relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn)
+        return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
+                             headers={**SSE_HEADERS, **headers})
 
-    def _json_reply(self, ctx: RequestContext, reply: UpstreamReply) -> Response:
+    def _json_reply(self, ctx: RequestContext, reply: UpstreamReply,
+                    headers: dict[str, str]) -> Response:
         try:
             body = json.loads(reply.body)
         except ValueError as exc:
@@ -82,18 +111,56 @@ class Proxy:
         if isinstance(body, dict):
             if "model" in body:
                 body["model"] = ctx.model
-            record_usage(ctx, self.metrics, body.get("usage"))
+            record_usage(ctx, self.metrics, body.get("usage"), body.get("timings"))
             ttft = ctx.elapsed()  # no stream: the first token arrives with the last
             self.metrics.ttft.labels(ctx.model, ctx.backend).observe(ttft)
             ctx.ttft_s = ttft
         return Response(json.dumps(body, ensure_ascii=False), status_code=reply.status_code,
-                        media_type="application/json")
+                        media_type="application/json", headers=headers)
+
+    async def _commit_json(self, turn: ChatTurn, raw: bytes | memoryview) -> None:
+        body = json.loads(bytes(raw))
+        try:
+            message = body["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BadGatewayError("backend reply has no message to store") from exc
+        await turn.commit(_stored_reply(message))
 
 
-def record_usage(ctx: RequestContext, metrics: Metrics, usage: Any) -> None:
+def _stored_reply(message: dict[str, Any]) -> dict[str, Any]:
+    """The assistant message as it will be replayed in later prompts."""
+    reply: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        reply["tool_calls"] = message["tool_calls"]
+    return reply
+
+
+class RelayResponse(StreamingResponse):
+    """A stream that runs ``on_close`` however it ends: finished, failed, or never started
+    because the client left first (a generator that never ran has no ``finally``)."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]],
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._on_close()
+
+
+def record_usage(ctx: RequestContext, metrics: Metrics, usage: Any, timings: Any = None) -> None:
+    """Tokens in/out, and cached prompt tokens from ``usage.prompt_tokens_details`` or
+    llama.cpp's ``timings.cache_n``."""
+    model, backend = ctx.model or "", ctx.backend or ""
+    if isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
+        ctx.cached_tokens = timings["cache_n"]
+        metrics.cached_tokens.labels(model, backend).inc(timings["cache_n"])
     if not isinstance(usage, dict):
         return
-    model, backend = ctx.model or "", ctx.backend or ""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if isinstance(prompt, int):
         ctx.prompt_tokens = prompt
@@ -138,11 +205,14 @@ def _data_of(event: bytes) -> bytes | None:
 
 class SseRelay:
     def __init__(self, ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
-                 client_wants_usage: bool) -> None:
+                 client_wants_usage: bool, turn: ChatTurn | None = None) -> None:
         self.ctx = ctx
         self.reply = reply
         self.metrics = metrics
         self.client_wants_usage = client_wants_usage
+        self.turn = turn
+        self.reply_text = ReplyAccumulator() if turn is not None else None
+        self.failed = False
         upstream = reply.target.request_model
         public = ctx.model or upstream
         self._renames: list[tuple[bytes, bytes]] = []
@@ -156,43 +226,53 @@ class SseRelay:
         self.saw_finish = False
 
     async def events(self) -> AsyncIterator[bytes]:
-        reply, failed = self.reply, False
         try:
-            buffer = reply.body
-            chunks = reply.chunks
+            buffer = self.reply.body
+            chunks = self.reply.chunks
             assert chunks is not None
-            while True:
+            while not self.saw_done:
                 events, buffer = _split_events(buffer)
                 for event in events:
+                    if _data_of(event) == b"[DONE]":
+                        self.saw_done = True
+                        break
                     out = self._inspect(event)
                     if out:
                         yield out
                 if self.saw_done:
-                    return
+                    break
                 try:
                     buffer += await chunks.__anext__()
                 except StopAsyncIteration:
+                    if buffer.strip():
+                        buffer += b"\n\n"
+                        continue
                     break
-            if buffer.strip():
-                out = self._inspect(buffer + b"\n\n")
-                if out:
-                    yield out
-            if not self.saw_done:
-                if not self.saw_finish:
-                    failed = True
-                    yield self._fail(BadGatewayError(
-                        f"backend {self.ctx.backend} closed the stream before it finished"))
+            if not (self.saw_finish or self.saw_done):
+                yield self._fail(BadGatewayError(
+                    f"backend {self.ctx.backend} closed the stream before it finished"))
+                return
+            # the reply is complete: store it before [DONE], so a client that sends its
+            # next message at once finds this turn (the lock holds it back meanwhile)
+            if self.turn is not None and self.reply_text is not None:
+                try:
+                    await self.turn.commit(self.reply_text.message())
+                except GatewayError as exc:
+                    yield self._fail(exc)
                     return
-                yield DONE
+            yield DONE
         except httpx.HTTPError as exc:
-            failed = True
             yield self._fail(BadGatewayError(
                 f"backend {self.ctx.backend} failed mid-stream: {type(exc).__name__}"))
-        finally:
-            with anyio.CancelScope(shield=True):  # client gone: still free the backend
-                await reply.close(failed=failed)
+
+    async def close(self) -> None:
+        """Free the backend and the conversation lock (RelayResponse calls this once)."""
+        await self.reply.close(failed=self.failed)
+        if self.turn is not None:
+            await self.turn.release()
 
     def _fail(self, error: GatewayError) -> bytes:
+        self.failed = True
         self.ctx.error = error.message
         self.metrics.stream_errors.labels(self.ctx.model or "", self.ctx.backend or "").inc()
         return error.to_sse()
@@ -201,9 +281,8 @@ class SseRelay:
         data = _data_of(event)
         if data is None:
             return event  # comment / ping: pass through
-        if data.strip() == b"[DONE]":
-            self.saw_done = True
-            return event
+        if self.reply_text is not None:
+            self.reply_text.add(data)
         if self.ctx.ttft_s is None and _has_text(data):
             self.ctx.ttft_s = self.ctx.elapsed()
             self.metrics.ttft.labels(self.ctx.model, self.ctx.backend).observe(self.ctx.ttft_s)
@@ -215,12 +294,47 @@ class SseRelay:
             except ValueError:
                 chunk = None
             if isinstance(chunk, dict):
-                record_usage(self.ctx, self.metrics, chunk.get("usage"))
+                record_usage(self.ctx, self.metrics, chunk.get("usage"), chunk.get("timings"))
                 if not self.client_wants_usage and not chunk.get("choices"):
                     return None  # the usage chunk we asked for on our own behalf
         for old, new in self._renames:
             event = event.replace(old, new)
         return event
+
+
+class ReplyAccumulator:
+    """Rebuilds the assistant message (choice 0) from stream deltas, tool calls included."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, data: bytes) -> None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for choice in choices or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.content.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                slot = self.tool_calls.setdefault(call.get("index", 0), {
+                    "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                if call.get("id"):
+                    slot["id"] = call["id"]
+                function = call.get("function") or {}
+                slot["function"]["name"] += function.get("name") or ""
+                slot["function"]["arguments"] += function.get("arguments") or ""
+
+    def message(self) -> dict[str, Any]:
+        reply: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.tool_calls:
+            reply["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return reply
 
 
 def _has_text(data: bytes) -> bool:

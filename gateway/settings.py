@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from gateway.errors import ConfigError
 from gateway.routing import Policy
+from gateway.truncation import Strategy
 
 
 class Role(StrEnum):
@@ -69,6 +70,36 @@ class BackendConfig(_Strict):
         return url
 
 
+class TokenizerSource(StrEnum):
+    AUTO = "auto"  # hf when a path is given, else the backend's tokenize endpoint
+    HF = "hf"
+    BACKEND = "backend"
+    ESTIMATE = "estimate"
+
+
+class TokenizerConfig(_Strict):
+    source: TokenizerSource = TokenizerSource.AUTO
+    path: str | None = Field(default=None, description="tokenizer.json or HF model folder")
+    per_message_overhead: int = Field(default=5, ge=0, description="Chat-template tokens "
+                                      "per message when the tokenizer has no template")
+
+
+class TruncationConfig(_Strict):
+    strategy: Strategy = Strategy.STEPPED
+    low_water: float = Field(default=0.5, gt=0, le=1)
+    high_water: float = Field(default=1.0, gt=0, le=1)
+    reserve_completion_tokens: int = Field(default=256, ge=1)
+    margin_tokens: int = Field(default=32, ge=0)
+    summary_max_tokens: int = Field(default=200, ge=16)
+    summary_model: str | None = Field(default=None, description="Defaults to the chat model")
+
+    @model_validator(mode="after")
+    def _water_marks(self) -> TruncationConfig:
+        if self.low_water > self.high_water:
+            raise ValueError("low_water must not exceed high_water")
+        return self
+
+
 class ModelConfig(_Strict):
     """A public model name (what clients send) mapped to a group of backends."""
 
@@ -76,7 +107,27 @@ class ModelConfig(_Strict):
     policy: Policy = Policy.ROUND_ROBIN
     backends: list[BackendConfig] = Field(default_factory=list)
     owned_by: str = "ragate"
-    context_window: int | None = None
+    context_window: int | None = Field(default=None, description="Needed for truncation")
+    system_prompt: str | None = None
+    truncation: TruncationConfig = Field(default_factory=TruncationConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+
+
+class StoreKind(StrEnum):
+    SQLITE = "sqlite"
+    REDIS = "redis"
+
+
+class ConversationsConfig(_Strict):
+    store: StoreKind = StoreKind.SQLITE
+    sqlite_path: Path | None = Field(default=None, description="Default: DATA_DIR/conversations.db")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ragate"
+    ttl_s: float | None = Field(default=None, gt=0, description="Expire idle conversations")
+    max_turns: int | None = Field(default=None, ge=1, description="Turns kept per conversation")
+    lock_wait_s: float = Field(default=30.0, ge=0, description="Wait for a busy conversation, "
+                               "then 409; 0 answers 409 at once")
+    lock_ttl_s: float = Field(default=60.0, gt=0)
 
 
 class LocalBackendConfig(_Strict):
@@ -153,6 +204,7 @@ class Settings(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
     models: list[ModelConfig] = Field(default_factory=list)
+    conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
     local_backends: list[LocalBackendConfig] = Field(default_factory=_default_local)
 
     @model_validator(mode="after")
@@ -178,6 +230,10 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.auth.keys)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.conversations.sqlite_path or self.server.data_dir / "conversations.db"
 
     @classmethod
     def settings_customise_sources(

@@ -4,9 +4,19 @@ from serving.bundled import BundledModelMissingError, bundled_smollm2_path, reso
 from serving.errors import ServingError
 from serving.health import wait_until_healthy
 from serving.launcher import LlamaCppServer, free_port
+from serving.lora import LoraAdapterError, LoraAdmin, LoraResult, SglangLoraClient, VllmLoraClient
+from serving.specs import HEALTH_PATHS, Engine, ServeSpec
 
 __all__ = [
     "BundledModelMissingError",
+    "Engine",
+    "HEALTH_PATHS",
+    "LoraAdapterError",
+    "LoraAdmin",
+    "LoraResult",
+    "ServeSpec",
+    "SglangLoraClient",
+    "VllmLoraClient",
     "LlamaCppServer",
     "ServingError",
     "bundled_smollm2_path",

@@ -10,6 +10,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from gateway.api.deps import ChatPrincipal, ContextDep, ServicesDep
+from gateway.auth import Principal
+from gateway.conversations.service import ChatTurn
 from gateway.errors import BadRequestError
 from gateway.routing import RoutingRequest
 from gateway.schemas import (
@@ -20,6 +22,7 @@ from gateway.schemas import (
     ModelCard,
     ModelList,
 )
+from gateway.services import Services
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -72,13 +75,34 @@ async def chat_completions(
 ) -> Response:
     data, body = await read_json(request, ChatCompletionRequest)
     route = services.pool.route(body.model)
-    routing = RoutingRequest(
-        model=body.model,
-        session_key=body.conversation_id or request.headers.get("x-conversation-id"),
-    )
+    conversation_id = body.conversation_id or request.headers.get("x-conversation-id")
+    routing = RoutingRequest(model=body.model, session_key=conversation_id)
+    turn = None
+    if conversation_id:
+        turn = await _begin_turn(services, principal, conversation_id, body.model, data)
+        data = {**data, "messages": turn.prompt}
+        ctx.extra.update(conversation_id=conversation_id, prefix_reuse=turn.reuse_tokens,
+                         counted_prompt_tokens=turn.prompt_tokens)
     return await services.proxy.forward(
         ctx, route, "/v1/chat/completions", data,
-        openai_params=OPENAI_CHAT_PARAMS, routing=routing,
+        openai_params=OPENAI_CHAT_PARAMS, routing=routing, turn=turn,
+    )
+
+
+async def _begin_turn(services: Services, principal: Principal, conversation_id: str,
+                      model: str, data: dict[str, Any]) -> ChatTurn:
+    if services.conversations is None:
+        raise BadRequestError("conversations are not enabled on this gateway",
+                              param="conversation_id")
+    config = services.model_config(model)
+    summary_model = config.truncation.summary_model or model
+
+    async def complete(messages: list[dict[str, Any]], max_tokens: int) -> str:
+        return await services.complete(summary_model, messages, max_tokens)
+
+    return await services.conversations.begin(
+        principal, conversation_id, config, data["messages"], services.counter_for(model),
+        complete,
     )
 
 

@@ -54,6 +54,7 @@ class Backend:
         self.idle = asyncio.Event()
         self.idle.set()
         self.healthy = True
+        self.probe_failures = 0
         self.last_error: str | None = None
         self.last_probe_at: float | None = None
         self.draining = False

@@ -14,22 +14,39 @@ from gateway.backends.backend import Backend
 log = logging.getLogger("ragate.health")
 
 
-async def probe(backend: Backend, timeout_s: float) -> bool:
-    """One probe; updates ``backend.healthy`` and returns it."""
+async def probe(backend: Backend, timeout_s: float, unhealthy_after: int = 2) -> bool:
+    """One probe; updates ``backend.healthy`` and returns it.
+
+    A backend turns unhealthy after ``unhealthy_after`` failed probes in a row, and healthy
+    again after one good probe. A probe that times out while the backend has requests in
+    flight does not count: llama.cpp answers nothing while it generates, and a busy
+    backend is not a dead one (a refused connection still counts at once).
+    """
+    busy = backend.in_flight > 0
     try:
         response = await backend.client.get(backend.health_path, timeout=timeout_s)
         ok = response.status_code == 200
         error = None if ok else f"health probe got HTTP {response.status_code}"
+    except httpx.TimeoutException as exc:
+        ok, error = False, f"health probe failed: {type(exc).__name__}"
+        if busy:
+            backend.last_probe_at = time.monotonic()
+            return backend.healthy
     except httpx.HTTPError as exc:
         ok, error = False, f"health probe failed: {type(exc).__name__}"
-    if ok != backend.healthy:
-        log.warning("backend %s is now %s%s", backend.name, "healthy" if ok else "unhealthy",
-                    f" ({error})" if error else "")
-    backend.healthy = ok
+        backend.probe_failures = unhealthy_after - 1  # refused / reset: down on this probe
     backend.last_probe_at = time.monotonic()
-    if error:
+    if ok:
+        backend.probe_failures = 0
+    else:
+        backend.probe_failures += 1
         backend.last_error = error
-    return ok
+    healthy = ok or (backend.healthy and backend.probe_failures < unhealthy_after)
+    if healthy != backend.healthy:
+        log.warning("backend %s is now %s%s", backend.name,
+                    "healthy" if healthy else "unhealthy", f" ({error})" if error else "")
+    backend.healthy = healthy
+    return healthy
 
 
 async def probe_all(backends: Iterable[Backend], timeout_s: float) -> None:

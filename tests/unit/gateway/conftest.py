@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,9 +84,11 @@ def fleet() -> FakeFleet:
 
 @asynccontextmanager
 async def gateway_client(
-    fleet: FakeFleet, config: dict[str, Any], headers: dict[str, str] | None = None
+    fleet: FakeFleet, config: dict[str, Any], data_dir: Path,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     config = {"local_backends": [], **config}
+    config.setdefault("server", {}).setdefault("data_dir", str(data_dir))
     config.setdefault("pool", {}).setdefault("health_interval_s", 3600)
     config["pool"].setdefault("retry_backoff_s", 0)
     settings = load_settings(**config)
@@ -98,9 +101,9 @@ async def gateway_client(
 
 
 @pytest.fixture
-def make_client(fleet: FakeFleet) -> Callable[..., Any]:
+def make_client(fleet: FakeFleet, tmp_path: Path) -> Callable[..., Any]:
     def _make(config: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-        return gateway_client(fleet, config, headers)
+        return gateway_client(fleet, config, tmp_path, headers)
     return _make
 
 

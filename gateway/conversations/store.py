@@ -1,0 +1,97 @@
+"""The conversation store protocol; SQLite and Redis implement it, one test suite checks both.
+
+Contract:
+- ``append_turn`` writes all messages of one turn and the conversation's bookkeeping
+  (turn count, last prompt, summary) atomically: all of it or nothing.
+- ``lock`` serialises requests on one conversation (across replicas for Redis); it waits
+  up to ``wait_s`` and then raises ConflictError (409).
+- Reads of an expired conversation behave as if it did not exist.
+- Store failures (Redis gone, disk full) raise StoreUnavailableError (503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary
+from gateway.errors import GatewayError
+
+Order = Literal["asc", "desc"]
+
+
+class StoreUnavailableError(GatewayError):
+    status_code = 503
+    type = "service_unavailable"
+    code = "conversation_store_unavailable"
+
+
+class ConversationStore(Protocol):
+    async def create(self, conversation: Conversation) -> Conversation: ...
+
+    async def get(self, conversation_id: str) -> Conversation | None: ...
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int = 20, after: str | None = None,
+        order: Order = "desc",
+    ) -> Page: ...
+
+    async def update_metadata(
+        self, conversation_id: str, metadata: dict[str, str]
+    ) -> Conversation | None: ...
+
+    async def delete(self, conversation_id: str) -> bool: ...
+
+    async def items(
+        self, conversation_id: str, *, limit: int | None = None, after: str | None = None,
+        order: Order = "asc",
+    ) -> Page: ...
+
+    async def append_turn(
+        self,
+        conversation_id: str,
+        messages: Sequence[dict[str, Any]],
+        *,
+        status: ItemStatus = ItemStatus.COMPLETED,
+        last_prompt: Sequence[tuple[str, int]] | None = None,
+        summary: Summary | None = None,
+    ) -> list[Item]: ...
+
+    def lock(
+        self, conversation_id: str, wait_s: float
+    ) -> AbstractAsyncContextManager[None]: ...
+
+    async def close(self) -> None: ...
+
+
+def split_turns(messages: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group messages into turns: each user message starts one; the rest follow it.
+
+    Messages before the first user message (an assistant greeting) form a turn of their
+    own, so a turn is never split and a tool result always stays with its call.
+    """
+    turns: list[list[dict[str, Any]]] = []
+    for message in messages:
+        if message.get("role") == "user" or not turns:
+            turns.append([message])
+        else:
+            turns[-1].append(message)
+    return turns
+
+
+def turn_of_append(conversation_turns: int, messages: Sequence[dict[str, Any]]) -> int:
+    """The logical turn an append belongs to: a user message opens a new one; anything
+    else (a tool result answering the last turn's tool call) continues the last turn."""
+    opens = not messages or messages[0].get("role") == "user" or conversation_turns == 0
+    return conversation_turns if opens else conversation_turns - 1
+
+
+def items_to_turns(items: Sequence[Item]) -> list[list[Item]]:
+    turns: list[list[Item]] = []
+    for item in items:
+        if turns and turns[-1][0].turn == item.turn:
+            turns[-1].append(item)
+        else:
+            turns.append([item])
+    return turns

@@ -1,0 +1,187 @@
+"""Token counting with the served model's tokenizer, cached per message.
+
+Sources, in order of preference (``tokenizer.source`` per model):
+- ``hf``: a local ``tokenizer.json`` or Hugging Face model folder (loaded at start-up);
+  with a chat template, the per-message template overhead is measured, not guessed;
+- ``backend``: the backend's own tokenize endpoint (vLLM/SGLang ``/tokenize``, llama.cpp
+  ``/tokenize``, llama-cpp-python ``/extras/tokenize``);
+- ``estimate``: a character-class estimate, also the fallback when a source fails
+  (counted in ``ragate_token_count_fallbacks_total``).
+
+Counts are cached by message hash, so a long history is tokenized once, not every turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import httpx
+
+from gateway.settings import BackendKind
+
+log = logging.getLogger("ragate.tokens")
+
+
+def message_hash(message: dict[str, Any]) -> str:
+    return hashlib.sha1(
+        json.dumps(message, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False
+    ).hexdigest()
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text a chat template would render for a message (content, parts, tool calls)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    text = content if isinstance(content, str) else ""
+    if message.get("tool_calls"):
+        text += json.dumps(message["tool_calls"], ensure_ascii=False)
+    return text
+
+
+def estimate_tokens(text: str) -> int:
+    """About one token per CJK character and per four other characters."""
+    wide = sum(1 for ch in text if unicodedata.east_asian_width(ch) in "WF")
+    return math.ceil(wide + (len(text) - wide) / 4) if text else 0
+
+
+class TextCounter(Protocol):
+    source: str
+
+    async def count(self, texts: Sequence[str]) -> list[int]: ...
+
+
+class EstimateCounter:
+    source = "estimate"
+
+    async def count(self, texts: Sequence[str]) -> list[int]:
+        return [estimate_tokens(t) for t in texts]
+
+
+class HFTokenizerCounter:
+    """A local tokenizer; ``load`` reads it (call at start-up, in a worker thread)."""
+
+    source = "hf"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._encode: Any = None
+        self.template_overhead: int | None = None
+
+    def load(self) -> HFTokenizerCounter:
+        if self.path.is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(self.path))
+            self._encode = lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+            return self
+        from transformers import AutoTokenizer
+
+        auto: Any = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        self._encode = lambda text: len(auto.encode(text, add_special_tokens=False))
+        if getattr(auto, "chat_template", None):
+            probe = "x"
+            templated = auto.apply_chat_template([{"role": "user", "content": probe}],
+                                                tokenize=True)
+            ids = templated["input_ids"] if isinstance(templated, dict) else templated
+            self.template_overhead = max(len(ids) - self._encode(probe), 0)
+        return self
+
+    async def count(self, texts: Sequence[str]) -> list[int]:
+        if self._encode is None:
+            raise RuntimeError("tokenizer not loaded")
+        return await anyio.to_thread.run_sync(lambda: [self._encode(t) for t in texts])
+
+
+class BackendTokenizeCounter:
+    """Asks a backend to tokenize; the request shape depends on the engine."""
+
+    source = "backend"
+
+    def __init__(self, client: httpx.AsyncClient, kind: BackendKind, model: str) -> None:
+        self.client = client
+        self.kind = kind
+        self.model = model
+
+    async def count(self, texts: Sequence[str]) -> list[int]:
+        return [await self._one(t) for t in texts]
+
+    async def _one(self, text: str) -> int:
+        if self.kind is BackendKind.LLAMACPP:
+            r = await self.client.post("/extras/tokenize/count", json={"input": text})
+            if r.status_code == 404:  # llama.cpp's own llama-server
+                r = await self.client.post("/tokenize", json={"content": text})
+        else:  # vLLM and SGLang
+            r = await self.client.post("/tokenize", json={"model": self.model, "prompt": text,
+                                                          "add_special_tokens": False})
+        r.raise_for_status()
+        body = r.json()
+        if "count" in body:
+            return int(body["count"])
+        return len(body["tokens"])
+
+
+class MessageCounter:
+    """Counts chat messages: text tokens + a per-message template overhead, cached."""
+
+    def __init__(
+        self,
+        counter: TextCounter,
+        *,
+        per_message_overhead: int = 5,
+        cache_size: int = 50_000,
+        on_fallback: Any = None,
+    ) -> None:
+        self.counter = counter
+        overhead = getattr(counter, "template_overhead", None)
+        self.per_message_overhead = overhead if overhead is not None else per_message_overhead
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._on_fallback = on_fallback
+        self._estimate = EstimateCounter()
+
+    async def count(self, messages: Sequence[dict[str, Any]],
+                    hashes: Sequence[str] | None = None) -> list[int]:
+        hashes = list(hashes) if hashes is not None else [message_hash(m) for m in messages]
+        missing = [i for i, h in enumerate(hashes) if h not in self._cache]
+        if missing:
+            texts = [message_text(messages[i]) for i in missing]
+            try:
+                counts = await self.counter.count(texts)
+            except Exception as exc:  # a tokenizer failure must not fail the chat
+                log.warning("token counting via %s failed (%s); estimating",
+                            self.counter.source, exc)
+                if self._on_fallback is not None:
+                    self._on_fallback()
+                counts = await self._estimate.count(texts)
+            else:
+                for i, n in zip(missing, counts, strict=True):
+                    self._remember(hashes[i], n)
+            missing_counts = dict(zip(missing, counts, strict=True))
+        else:
+            missing_counts = {}
+        out = []
+        for i, h in enumerate(hashes):
+            cached = self._cache.get(h)
+            if cached is None:
+                cached = missing_counts[i]
+            else:
+                self._cache.move_to_end(h)
+            out.append(cached + self.per_message_overhead)
+        return out
+
+    def _remember(self, key: str, value: int) -> None:
+        self._cache[key] = value
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
