@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from gateway.conversations.cli import conversations
 from gateway.errors import ConfigError
 from gateway.settings import BackendConfig, BackendKind, ModelConfig, Settings, load_settings
 
@@ -133,6 +134,9 @@ def _start_local_backends(settings: Settings) -> list[Any]:
             server.stop()
         raise click.ClickException(str(exc)) from exc
     return started
+
+
+main.add_command(conversations)
 
 
 @main.group()

@@ -129,10 +129,15 @@ class Proxy:
 
 def _stored_reply(message: dict[str, Any]) -> dict[str, Any]:
     """The assistant message as it will be replayed in later prompts."""
-    reply: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-    if message.get("tool_calls"):
-        reply["tool_calls"] = message["tool_calls"]
-    return reply
+    return _assistant(message.get("content"), message.get("tool_calls"))
+
+
+def _assistant(content: str | None, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """An assistant message every backend accepts back: content may be null only beside
+    tool calls (llama.cpp rejects an empty assistant message with null content)."""
+    if tool_calls:
+        return {"role": "assistant", "content": content or None, "tool_calls": tool_calls}
+    return {"role": "assistant", "content": content or ""}
 
 
 class RelayResponse(StreamingResponse):
@@ -331,10 +336,8 @@ class ReplyAccumulator:
                 slot["function"]["arguments"] += function.get("arguments") or ""
 
     def message(self) -> dict[str, Any]:
-        reply: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
-        if self.tool_calls:
-            reply["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-        return reply
+        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return _assistant("".join(self.content), calls or None)
 
 
 def _has_text(data: bytes) -> bool:
