@@ -22,7 +22,8 @@ from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
 from gateway.proxy import Proxy
 from gateway.services import Services
-from gateway.settings import Settings, is_loopback
+from gateway.session_hints import RedisSessionHints
+from gateway.settings import Settings, StoreKind, is_loopback
 
 log = logging.getLogger("ragate")
 
@@ -69,6 +70,10 @@ def create_app(
             store = await open_store(settings)
             stack.push_async_callback(store.close)
             services.conversations = ConversationService(store, settings.conversations, metrics)
+            if settings.conversations.store is StoreKind.REDIS:
+                services.hints = RedisSessionHints.from_url(
+                    settings.conversations.redis_url, settings.conversations.key_prefix)
+                stack.push_async_callback(services.hints.close)
             await services.load_counters()
             yield
 

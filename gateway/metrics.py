@@ -70,5 +70,14 @@ class Metrics:
             "source failed", ["model"], registry=r,
         )
 
+        self.route_predicted_cached = Counter(
+            "ragate_route_predicted_cached_tokens", "Prompt tokens the routing index expected "
+            "the chosen backend to hold", ["model"], registry=r,
+        )
+        self.route_reported_cached = Counter(
+            "ragate_route_reported_cached_tokens", "Prompt tokens the chosen backend reported "
+            "cached, for requests routed by a cache-aware policy", ["model"], registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -91,16 +91,31 @@ class Proxy:
         ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
         if reply.attempts > 1:
             self.metrics.retries.labels(route.name).inc(reply.attempts - 1)
-        headers = turn.headers() if turn is not None else {}
+        headers = {"x-ragate-backend": reply.backend.name}
+        if turn is not None:
+            headers.update(turn.headers())
         if not stream:
             response = self._json_reply(ctx, reply, headers)
+            self.feedback(route, ctx)
             if turn is not None:
                 await self._commit_json(turn, response.body)
                 await turn.release()
             return response
-        relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn)
+        relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn,
+                         on_usage=lambda: self.feedback(route, ctx))
         return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
                              headers={**SSE_HEADERS, **headers})
+
+    def feedback(self, route: ModelRoute, ctx: RequestContext) -> None:
+        """Tell a cache-aware policy what the backend reported it had cached."""
+        feedback = getattr(route.policy, "feedback", None)
+        if feedback is None or ctx.cached_tokens is None or not ctx.prompt_tokens:
+            return
+        predicted = feedback(ctx.request_id, ctx.cached_tokens, ctx.prompt_tokens)
+        if predicted is not None:
+            self.metrics.route_predicted_cached.labels(route.name).inc(
+                predicted * ctx.prompt_tokens)
+            self.metrics.route_reported_cached.labels(route.name).inc(ctx.cached_tokens)
 
     def _json_reply(self, ctx: RequestContext, reply: UpstreamReply,
                     headers: dict[str, str]) -> Response:
@@ -210,8 +225,10 @@ def _data_of(event: bytes) -> bytes | None:
 
 class SseRelay:
     def __init__(self, ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
-                 client_wants_usage: bool, turn: ChatTurn | None = None) -> None:
+                 client_wants_usage: bool, turn: ChatTurn | None = None,
+                 on_usage: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
+        self.on_usage = on_usage
         self.reply = reply
         self.metrics = metrics
         self.client_wants_usage = client_wants_usage
@@ -253,6 +270,8 @@ class SseRelay:
                         buffer += b"\n\n"
                         continue
                     break
+            if self.on_usage is not None:
+                self.on_usage()
             if not (self.saw_finish or self.saw_done):
                 yield self._fail(BadGatewayError(
                     f"backend {self.ctx.backend} closed the stream before it finished"))

@@ -14,6 +14,7 @@ from gateway.conversations.summary import completion_text
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.routing import RoutingRequest
+from gateway.session_hints import LocalSessionHints, SessionHints
 from gateway.settings import ModelConfig, Settings, TokenizerSource
 from gateway.tokens import (
     BackendTokenizeCounter,
@@ -31,6 +32,7 @@ class Services:
     pool: BackendPool
     metrics: Metrics
     proxy: Proxy
+    hints: SessionHints = field(default_factory=LocalSessionHints)
     conversations: ConversationService | None = None
     counters: dict[str, MessageCounter] = field(default_factory=dict)
 

@@ -57,6 +57,8 @@ class BackendConfig(_Strict):
     lora: str | None = Field(default=None, description="LoRA adapter served by this backend")
     api_key: str | None = None
     health_path: str | None = Field(default=None, description="Defaults by kind")
+    scrape_metrics: bool | None = Field(
+        default=None, description="Read queue and KV usage from /metrics (default: vLLM, SGLang)")
     weight: int = Field(default=1, ge=1)
 
     @field_validator("url")

@@ -11,9 +11,11 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.api.deps import ChatPrincipal, ContextDep, ServicesDep
 from gateway.auth import Principal
+from gateway.backends.pool import ModelRoute
+from gateway.context import RequestContext
 from gateway.conversations.service import ChatTurn
 from gateway.errors import BadRequestError
-from gateway.routing import RoutingRequest
+from gateway.routing import Policy, RoutingRequest
 from gateway.schemas import (
     OPENAI_CHAT_PARAMS,
     OPENAI_COMPLETION_PARAMS,
@@ -23,6 +25,7 @@ from gateway.schemas import (
     ModelList,
 )
 from gateway.services import Services
+from gateway.tokens import message_text
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -76,17 +79,44 @@ async def chat_completions(
     data, body = await read_json(request, ChatCompletionRequest)
     route = services.pool.route(body.model)
     conversation_id = body.conversation_id or request.headers.get("x-conversation-id")
-    routing = RoutingRequest(model=body.model, session_key=conversation_id)
     turn = None
     if conversation_id:
         turn = await _begin_turn(services, principal, conversation_id, body.model, data)
         data = {**data, "messages": turn.prompt}
         ctx.extra.update(conversation_id=conversation_id, prefix_reuse=turn.reuse_tokens,
                          counted_prompt_tokens=turn.prompt_tokens)
-    return await services.proxy.forward(
+    routing = await _routing_request(services, route, ctx, conversation_id, data["messages"])
+    response = await services.proxy.forward(
         ctx, route, "/v1/chat/completions", data,
         openai_params=OPENAI_CHAT_PARAMS, routing=routing, turn=turn,
     )
+    if conversation_id and ctx.backend and ctx.backend != routing.hint:
+        await services.hints.set(route.name, conversation_id, ctx.backend)
+    return response
+
+
+async def _routing_request(services: Services, route: ModelRoute, ctx: RequestContext,
+                           session: str | None, messages: list[dict[str, Any]]) -> RoutingRequest:
+    """What the model's policy needs: the prompt text only for cache-aware policies, and
+    the session's last backend (shared across replicas) for sticky ones."""
+    prompt = first = first_user = hint = None
+    if route.policy.uses_prompt:
+        prompt = prompt_text(messages)
+        first = message_text(messages[0]) if messages else ""
+        first_user = next((message_text(m) for m in messages if m.get("role") == "user"), None)
+    if session and route.policy_name in STICKY:
+        hint = await services.hints.get(route.name, session)
+    return RoutingRequest(model=route.name, session_key=session, prompt=prompt,
+                          first_message=first, first_user=first_user, hint=hint,
+                          request_id=ctx.request_id)
+
+
+STICKY = frozenset({Policy.SESSION, Policy.CACHE_AWARE})
+
+
+def prompt_text(messages: list[dict[str, Any]]) -> str:
+    """A stable rendering of the messages, standing in for the backend's chat template."""
+    return "".join(f"<|{m.get('role')}|>\n{message_text(m)}\n" for m in messages)
 
 
 async def _begin_turn(services: Services, principal: Principal, conversation_id: str,

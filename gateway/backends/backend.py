@@ -32,6 +32,8 @@ class Backend:
         self.url = config.url
         self.kind = config.kind
         self.health_path = config.health_path or default_health_path(config.kind)
+        self.scrape_metrics = (config.scrape_metrics if config.scrape_metrics is not None
+                               else config.kind in (BackendKind.VLLM, BackendKind.SGLANG))
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.client = httpx.AsyncClient(
             base_url=config.url,
@@ -51,6 +53,8 @@ class Backend:
         )
         self.breaker = CircuitBreaker(pool.breaker.failure_threshold, pool.breaker.reset_timeout_s)
         self.in_flight = 0
+        self.waiting = 0  # queued inside the backend, from its /metrics when scraped
+        self.kv_usage = 0.0
         self.idle = asyncio.Event()
         self.idle.set()
         self.healthy = True
@@ -97,6 +101,8 @@ class Backend:
             "breaker": str(self.breaker.state),
             "consecutive_failures": self.breaker.consecutive_failures,
             "in_flight": self.in_flight,
+            "waiting": self.waiting,
+            "kv_usage": self.kv_usage,
             "draining": self.draining,
             "last_error": self.last_error,
             "last_probe_age_s": (

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import httpx
 
 from gateway.backends.backend import Backend
+from gateway.backends.load import parse_load
 
 log = logging.getLogger("ragate.health")
 
@@ -49,5 +50,25 @@ async def probe(backend: Backend, timeout_s: float, unhealthy_after: int = 2) ->
     return healthy
 
 
+async def scrape(backend: Backend, timeout_s: float) -> None:
+    """Refresh the backend's queue length and KV usage from its /metrics."""
+    try:
+        response = await backend.client.get("/metrics", timeout=timeout_s)
+    except httpx.HTTPError:
+        return  # the health probe reports reachability; load stays as last seen
+    if response.status_code != 200:
+        return
+    signals = parse_load(response.text)
+    if signals.waiting is not None:
+        backend.waiting = signals.waiting
+    if signals.kv_usage is not None:
+        backend.kv_usage = signals.kv_usage
+
+
+async def _probe_and_scrape(backend: Backend, timeout_s: float) -> None:
+    if await probe(backend, timeout_s) and backend.scrape_metrics:
+        await scrape(backend, timeout_s)
+
+
 async def probe_all(backends: Iterable[Backend], timeout_s: float) -> None:
-    await asyncio.gather(*(probe(b, timeout_s) for b in backends if not b.removed))
+    await asyncio.gather(*(_probe_and_scrape(b, timeout_s) for b in backends if not b.removed))

@@ -46,7 +46,11 @@ class ModelRoute:
 
 
 def views(targets: list[Target]) -> list[EndpointView]:
-    return [EndpointView(t.backend.name, t.backend.in_flight, t.weight) for t in targets]
+    return [
+        EndpointView(t.backend.name, t.backend.in_flight, t.weight, t.backend.waiting,
+                     t.backend.kv_usage)
+        for t in targets
+    ]
 
 
 class BackendPool:
@@ -130,6 +134,9 @@ class BackendPool:
         backend.removed = True
         for route in self.models.values():
             route.targets = [t for t in route.targets if t.backend is not backend]
+            forget = getattr(route.policy, "forget", None)
+            if forget is not None:
+                forget(name)
         del self.backends[name]
         task = asyncio.get_running_loop().create_task(self._close_when_idle(backend))
         self._closing.add(task)

@@ -39,6 +39,8 @@ class ChatTurn:
     reuse_tokens: int
     summary: Summary | None
     store: ConversationStore
+    kept_turns: int = 0
+    stored_turns: int = 0
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     committed: bool = False
 
@@ -50,6 +52,7 @@ class ChatTurn:
         return {
             "x-ragate-conversation-id": self.conversation.id,
             "x-ragate-prefix-reuse": f"{self.reuse_tokens}/{self.prompt_tokens}",
+            "x-ragate-history-turns": f"{self.kept_turns}/{self.stored_turns}",
         }
 
     async def commit(self, reply: dict[str, Any],
@@ -183,7 +186,8 @@ class ConversationService:
         if total:
             self.metrics.predicted_reuse_ratio.labels(model.name).observe(reuse / total)
         return ChatTurn(conversation, new, prompt, fingerprint, reuse,
-                        summary if summary != conversation.summary else None, self.store)
+                        summary if summary != conversation.summary else None, self.store,
+                        kept_turns=len(history) - cut.start, stored_turns=len(history))
 
     def _pinned(self, conversation: Conversation, model: ModelConfig,
                 request_system: list[dict[str, Any]]) -> list[dict[str, Any]]:

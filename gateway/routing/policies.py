@@ -9,35 +9,23 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+from gateway.routing.views import EndpointView, RoutingRequest
 
 
 class Policy(StrEnum):
     ROUND_ROBIN = "round_robin"
     LEAST_OUTSTANDING = "least_outstanding"
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointView:
-    """What a policy may know about one endpoint at the moment of choice."""
-
-    name: str
-    in_flight: int = 0
-    weight: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingRequest:
-    """What a policy may know about the request (later policies key on these)."""
-
-    model: str
-    session_key: str | None = None
-    prompt: str | None = None
+    SESSION = "session"
+    CACHE_AWARE = "cache_aware"
+    SGLANG_LIKE = "sglang_like"
 
 
 class RoutingPolicy(Protocol):
+    uses_prompt: bool  # whether the caller must build RoutingRequest.prompt
+
     def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
         """Pick one of ``endpoints`` (never empty)."""
         ...
@@ -49,6 +37,8 @@ class RoundRobin:
     The cursor counts requests, not positions, so an endpoint leaving the snapshot
     (unhealthy, tried) shifts the others by at most one turn.
     """
+
+    uses_prompt = False
 
     def __init__(self) -> None:
         self._counter = 0
@@ -71,6 +61,8 @@ class LeastOutstanding:
     causes when several gateway replicas see the same stale counts.
     """
 
+    uses_prompt = False
+
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
@@ -78,15 +70,22 @@ class LeastOutstanding:
         if len(endpoints) == 1:
             return endpoints[0]
         a, b = self._rng.sample(list(endpoints), 2)
-        load_a, load_b = a.in_flight / a.weight, b.in_flight / b.weight
+        load_a = (a.in_flight + a.waiting) / a.weight
+        load_b = (b.in_flight + b.waiting) / b.weight
         if load_a == load_b:
             return a  # random already: sample() order is random
         return a if load_a < load_b else b
 
 
 def make_policy(policy: Policy) -> RoutingPolicy:
-    if policy is Policy.ROUND_ROBIN:
-        return RoundRobin()
-    if policy is Policy.LEAST_OUTSTANDING:
-        return LeastOutstanding()
-    raise ValueError(f"unknown routing policy {policy!r}")
+    from gateway.routing.cache_aware import CacheAware
+    from gateway.routing.session import Session
+    from gateway.routing.sglang_like import SglangLike
+
+    factories: dict[Policy, type[RoutingPolicy]] = {
+        Policy.ROUND_ROBIN: RoundRobin, Policy.LEAST_OUTSTANDING: LeastOutstanding,
+        Policy.SESSION: Session, Policy.CACHE_AWARE: CacheAware, Policy.SGLANG_LIKE: SglangLike,
+    }
+    if policy not in factories:
+        raise ValueError(f"unknown routing policy {policy!r}")
+    return factories[policy]()
