@@ -11,24 +11,28 @@ SSE error event.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-import httpx
 from starlette.responses import Response, StreamingResponse
 
 from gateway.backends import UpstreamReply, dispatch
 from gateway.backends.backend import Target
 from gateway.backends.pool import ModelRoute
+from gateway.backends.transport import UpstreamError, UpstreamTimeoutError
 from gateway.context import RequestContext
 from gateway.conversations.service import ChatTurn
 from gateway.errors import BadGatewayError, GatewayError
+from gateway.errors import UpstreamTimeoutError as UpstreamTimeout
 from gateway.metrics import Metrics
 from gateway.routing import RoutingRequest
 from gateway.schemas import GATEWAY_FIELDS
 from gateway.settings import BackendKind, PoolConfig
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                   r"[0-9a-fA-F]{12}$")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 
@@ -84,9 +88,12 @@ class Proxy:
                 return {k: v for k, v in payload.items() if k in openai_params}
             return payload
 
+        # llama-cpp-python answers 400 to an X-Request-Id that is not a UUID: forward
+        # the id only in that form (it is still echoed to the client whatever it is)
+        forwarded = {"x-request-id": ctx.request_id} if _UUID.match(ctx.request_id) else None
         reply = await dispatch(
             route, path, shape, stream=stream, request=routing, config=self.pool_config,
-            headers={"x-request-id": ctx.request_id},
+            headers=forwarded,
         )
         ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
         if reply.attempts > 1:
@@ -285,13 +292,16 @@ class SseRelay:
                     yield self._fail(exc)
                     return
             yield DONE
-        except httpx.HTTPError as exc:
+        except UpstreamTimeoutError as exc:
+            yield self._fail(UpstreamTimeout(
+                f"backend {self.ctx.backend} went silent mid-stream ({exc})"))
+        except UpstreamError as exc:
             yield self._fail(BadGatewayError(
-                f"backend {self.ctx.backend} failed mid-stream: {type(exc).__name__}"))
+                f"backend {self.ctx.backend} failed mid-stream: {exc}"))
 
     async def close(self) -> None:
         """Free the backend and the conversation lock (RelayResponse calls this once)."""
-        await self.reply.close(failed=self.failed)
+        await self.reply.close(failed=self.failed, drain=self.saw_done and not self.failed)
         if self.turn is not None:
             await self.turn.release()
 

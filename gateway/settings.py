@@ -102,11 +102,18 @@ class TruncationConfig(_Strict):
         return self
 
 
+class RoutingOptions(_Strict):
+    epsilon: float = Field(default=0.25, gt=0, description="Load bound: (1 + epsilon) x mean")
+    block_chars: int = Field(default=64, ge=8, description="cache_aware index block size")
+    max_index_blocks: int = Field(default=200_000, ge=100, description="Prefix index cap")
+
+
 class ModelConfig(_Strict):
     """A public model name (what clients send) mapped to a group of backends."""
 
     name: str
     policy: Policy = Policy.ROUND_ROBIN
+    routing: RoutingOptions = Field(default_factory=RoutingOptions)
     backends: list[BackendConfig] = Field(default_factory=list)
     owned_by: str = "ragate"
     context_window: int | None = Field(default=None, description="Needed for truncation")

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import httpx
 
+from gateway.backends.transport import Upstream
 from gateway.settings import BackendKind
 
 log = logging.getLogger("ragate.tokens")
@@ -109,7 +109,7 @@ class BackendTokenizeCounter:
 
     source = "backend"
 
-    def __init__(self, client: httpx.AsyncClient, kind: BackendKind, model: str) -> None:
+    def __init__(self, client: Upstream, kind: BackendKind, model: str) -> None:
         self.client = client
         self.kind = kind
         self.model = model
@@ -119,13 +119,15 @@ class BackendTokenizeCounter:
 
     async def _one(self, text: str) -> int:
         if self.kind is BackendKind.LLAMACPP:
-            r = await self.client.post("/extras/tokenize/count", json={"input": text})
+            r = await self.client.request("POST", "/extras/tokenize/count",
+                                          json_body={"input": text})
             if r.status_code == 404:  # llama.cpp's own llama-server
-                r = await self.client.post("/tokenize", json={"content": text})
+                r = await self.client.request("POST", "/tokenize", json_body={"content": text})
         else:  # vLLM and SGLang
-            r = await self.client.post("/tokenize", json={"model": self.model, "prompt": text,
-                                                          "add_special_tokens": False})
-        r.raise_for_status()
+            r = await self.client.request("POST", "/tokenize", json_body={
+                "model": self.model, "prompt": text, "add_special_tokens": False})
+        if r.status_code != 200:
+            raise RuntimeError(f"tokenize answered HTTP {r.status_code}")
         body = r.json()
         if "count" in body:
             return int(body["count"])

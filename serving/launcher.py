@@ -69,6 +69,10 @@ class LlamaCppServer:
             "--host", self.host,
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
+            # by default a request waiting for the model (even GET /v1/models, which a
+            # health probe sends) cuts the running stream short with [DONE]; the gateway
+            # queues and balances itself, so never interrupt
+            "--interrupt_requests", "false",
         ]
         if self.n_threads:
             cmd += ["--n_threads", str(self.n_threads)]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.transport import Timeouts, Upstream, make_upstream
 from gateway.settings import BackendConfig, BackendKind, PoolConfig, default_health_path
 
 
@@ -35,21 +36,10 @@ class Backend:
         self.scrape_metrics = (config.scrape_metrics if config.scrape_metrics is not None
                                else config.kind in (BackendKind.VLLM, BackendKind.SGLANG))
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self.client = httpx.AsyncClient(
-            base_url=config.url,
-            headers=headers,
-            transport=transport,
-            timeout=httpx.Timeout(
-                connect=pool.connect_timeout_s,
-                read=pool.read_timeout_s,
-                write=pool.write_timeout_s,
-                pool=pool.connect_timeout_s,
-            ),
-            limits=httpx.Limits(
-                max_connections=pool.max_connections,
-                max_keepalive_connections=pool.max_keepalive,
-                keepalive_expiry=30.0,
-            ),
+        self.client: Upstream = make_upstream(
+            config.url, headers=headers, transport=transport,
+            timeouts=Timeouts(pool.connect_timeout_s, pool.read_timeout_s, pool.write_timeout_s),
+            max_connections=pool.max_connections,
         )
         self.breaker = CircuitBreaker(pool.breaker.failure_threshold, pool.breaker.reset_timeout_s)
         self.in_flight = 0

@@ -9,21 +9,28 @@ A streamed reply is committed once its first chunk arrived; after that nothing i
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import anyio
 
 from gateway.backends.backend import Backend, Target
 from gateway.backends.pool import ModelRoute, views
+from gateway.backends.transport import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeoutError,
+)
 from gateway.errors import (
     BadGatewayError,
     GatewayError,
     NoHealthyBackendError,
-    UpstreamTimeoutError,
     upstream_error_from_response,
 )
+from gateway.errors import UpstreamTimeoutError as GatewayTimeoutError
 from gateway.routing import RoutingRequest
 from gateway.settings import PoolConfig
 
@@ -38,23 +45,33 @@ class UpstreamReply:
     attempts: int
     body: bytes = b""  # the whole body (non-stream) or the first chunk (stream)
     chunks: AsyncIterator[bytes] | None = None
-    _response: httpx.Response | None = field(default=None, repr=False)
+    _response: UpstreamResponse | None = field(default=None, repr=False)
     _closed: bool = False
 
     @property
     def backend(self) -> Backend:
         return self.target.backend
 
-    async def close(self, *, failed: bool = False) -> None:
-        """Release the connection and the in-flight slot; idempotent."""
+    async def close(self, *, failed: bool = False, drain: bool = False) -> None:
+        """Release the connection and the in-flight slot; idempotent.
+
+        ``drain`` reads what is left of a finished stream (briefly) so the connection goes
+        back to the pool instead of being closed and reopened for the next request.
+        """
         if self._closed:
             return
         self._closed = True
         if failed:
             self.backend.breaker.record_failure()
         try:
+            if drain and self.chunks is not None:
+                with anyio.move_on_after(1.0):
+                    async for _ in self.chunks:
+                        pass
             if self._response is not None:
                 await self._response.aclose()
+        except UpstreamError:
+            pass  # the reply was complete; a broken tail only costs the connection
         finally:
             self.backend.end()
 
@@ -123,11 +140,10 @@ async def _send(
     attempts: int,
 ) -> UpstreamReply:
     backend = target.backend
-    body = {**payload, "model": target.request_model}
-    response: httpx.Response | None = None
+    body = json.dumps({**payload, "model": target.request_model}, ensure_ascii=False).encode()
+    response: UpstreamResponse | None = None
     try:
-        request = backend.client.build_request("POST", path, json=body, headers=headers)
-        response = await backend.client.send(request, stream=True)
+        response = await backend.client.stream(path, body, headers)
         if response.status_code >= 400:
             raw = await response.aread()
             await response.aclose()
@@ -160,27 +176,25 @@ async def _send(
         raise _Retryable(
             BadGatewayError(f"backend {backend.name} closed an empty stream")
         ) from exc
-    except httpx.ConnectError as exc:
+    except UpstreamConnectError as exc:
         await _aclose(response)
         backend.breaker.record_failure()
         backend.mark_down(f"connect error: {exc}")
         raise _Retryable(
             BadGatewayError(f"connect error: {exc}"), unreachable=True
         ) from exc
-    except httpx.TimeoutException as exc:
+    except UpstreamTimeoutError as exc:
         await _aclose(response)
         backend.breaker.record_failure()
         raise _Retryable(
-            UpstreamTimeoutError(f"backend {backend.name} timed out ({type(exc).__name__})")
+            GatewayTimeoutError(f"backend {backend.name} timed out ({exc})")
         ) from exc
-    except httpx.TransportError as exc:
+    except UpstreamError as exc:
         await _aclose(response)
         backend.breaker.record_failure()
-        raise _Retryable(
-            BadGatewayError(f"backend {backend.name} failed: {type(exc).__name__}: {exc}")
-        ) from exc
+        raise _Retryable(BadGatewayError(f"backend {backend.name} failed: {exc}")) from exc
 
 
-async def _aclose(response: httpx.Response | None) -> None:
+async def _aclose(response: UpstreamResponse | None) -> None:
     if response is not None:
         await response.aclose()

@@ -7,10 +7,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-import httpx
-
 from gateway.backends.backend import Backend
 from gateway.backends.load import parse_load
+from gateway.backends.transport import UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger("ragate.health")
 
@@ -25,16 +24,16 @@ async def probe(backend: Backend, timeout_s: float, unhealthy_after: int = 2) ->
     """
     busy = backend.in_flight > 0
     try:
-        response = await backend.client.get(backend.health_path, timeout=timeout_s)
+        response = await backend.client.request("GET", backend.health_path, timeout_s=timeout_s)
         ok = response.status_code == 200
         error = None if ok else f"health probe got HTTP {response.status_code}"
-    except httpx.TimeoutException as exc:
-        ok, error = False, f"health probe failed: {type(exc).__name__}"
+    except UpstreamTimeoutError as exc:
+        ok, error = False, f"health probe failed: timeout ({exc})"
         if busy:
             backend.last_probe_at = time.monotonic()
             return backend.healthy
-    except httpx.HTTPError as exc:
-        ok, error = False, f"health probe failed: {type(exc).__name__}"
+    except UpstreamError as exc:
+        ok, error = False, f"health probe failed: {exc}"
         backend.probe_failures = unhealthy_after - 1  # refused / reset: down on this probe
     backend.last_probe_at = time.monotonic()
     if ok:
@@ -53,8 +52,8 @@ async def probe(backend: Backend, timeout_s: float, unhealthy_after: int = 2) ->
 async def scrape(backend: Backend, timeout_s: float) -> None:
     """Refresh the backend's queue length and KV usage from its /metrics."""
     try:
-        response = await backend.client.get("/metrics", timeout=timeout_s)
-    except httpx.HTTPError:
+        response = await backend.client.request("GET", "/metrics", timeout_s=timeout_s)
+    except UpstreamError:
         return  # the health probe reports reachability; load stays as last seen
     if response.status_code != 200:
         return

@@ -18,7 +18,7 @@ import httpx
 from gateway.backends.backend import Backend, Target
 from gateway.backends.health import probe_all
 from gateway.errors import ConflictError, ModelNotFoundError, NotFoundError
-from gateway.routing import EndpointView, Policy, RoutingPolicy, make_policy
+from gateway.routing import EndpointView, Policy, PolicyOptions, RoutingPolicy, make_policy
 from gateway.settings import BackendConfig, ModelConfig, PoolConfig, backend_name
 
 log = logging.getLogger("ragate.pool")
@@ -70,8 +70,10 @@ class BackendPool:
         self._closing: set[asyncio.Task[None]] = set()
         created = 1_700_000_000 if clock is None else int(clock())
         for model in models:
+            options = PolicyOptions(**model.routing.model_dump())
             self.models[model.name] = ModelRoute(
-                name=model.name, policy_name=model.policy, policy=make_policy(model.policy),
+                name=model.name, policy_name=model.policy,
+                policy=make_policy(model.policy, options),
                 owned_by=model.owned_by, created=created,
             )
             for backend in model.backends:

@@ -160,10 +160,13 @@ class ConversationService:
             budget = model.context_window - t.reserve_completion_tokens - t.margin_tokens
             window = Window(max(budget, 1), t.low_water, t.high_water)
             cut = plan(strategy, turn_costs, question, pinned_tokens, window)
-            if not cut.fits and strategy is not Strategy.NONE:
+            if not cut.fits:
+                history_tokens = sum(c.total for c in turn_costs[cut.start:])
                 raise BadRequestError(
-                    f"the new message needs {question} tokens and the pinned messages "
-                    f"{pinned_tokens}; the prompt budget is {window.budget}",
+                    f"the prompt would need {pinned_tokens + history_tokens + question} tokens "
+                    f"(pinned {pinned_tokens}, history {history_tokens}, new {question}); the "
+                    f"budget "
+                    f"is {window.budget} (strategy {strategy})",
                     param="messages", code="context_length_exceeded")
         if cut.start:
             self.metrics.history_dropped_turns.labels(model.name, str(strategy)).observe(

@@ -4,6 +4,7 @@ from gateway.routing.cache_aware import CacheAware
 from gateway.routing.policies import (
     LeastOutstanding,
     Policy,
+    PolicyOptions,
     RoundRobin,
     RoutingPolicy,
     make_policy,
@@ -21,6 +22,7 @@ __all__ = [
     "SglangLike",
     "LeastOutstanding",
     "Policy",
+    "PolicyOptions",
     "RoundRobin",
     "RoutingPolicy",
     "RoutingRequest",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -77,15 +78,28 @@ class LeastOutstanding:
         return a if load_a < load_b else b
 
 
-def make_policy(policy: Policy) -> RoutingPolicy:
+@dataclass(frozen=True)
+class PolicyOptions:
+    epsilon: float = 0.25  # session, cache_aware: load bound (1 + epsilon) x mean
+    block_chars: int = 64  # cache_aware: prefix index granularity (~16 tokens)
+    max_index_blocks: int = 200_000  # cache_aware, sglang_like: index size cap (entries)
+
+
+def make_policy(policy: Policy, options: PolicyOptions | None = None) -> RoutingPolicy:
     from gateway.routing.cache_aware import CacheAware
     from gateway.routing.session import Session
     from gateway.routing.sglang_like import SglangLike
 
-    factories: dict[Policy, type[RoutingPolicy]] = {
-        Policy.ROUND_ROBIN: RoundRobin, Policy.LEAST_OUTSTANDING: LeastOutstanding,
-        Policy.SESSION: Session, Policy.CACHE_AWARE: CacheAware, Policy.SGLANG_LIKE: SglangLike,
-    }
-    if policy not in factories:
-        raise ValueError(f"unknown routing policy {policy!r}")
-    return factories[policy]()
+    o = options or PolicyOptions()
+    if policy is Policy.ROUND_ROBIN:
+        return RoundRobin()
+    if policy is Policy.LEAST_OUTSTANDING:
+        return LeastOutstanding()
+    if policy is Policy.SESSION:
+        return Session(epsilon=o.epsilon)
+    if policy is Policy.CACHE_AWARE:
+        return CacheAware(block_chars=o.block_chars, max_blocks=o.max_index_blocks,
+                          epsilon=o.epsilon)
+    if policy is Policy.SGLANG_LIKE:
+        return SglangLike(max_blocks=o.max_index_blocks)
+    raise ValueError(f"unknown routing policy {policy!r}")

@@ -340,3 +340,15 @@ async def test_context_overflow_is_a_clear_400(fleet: FakeFleet, make_client,
         r = await say(client, cid, "word " * 2000, stream=stream)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+async def test_strategy_none_refuses_a_conversation_past_the_window(fleet: FakeFleet,
+                                                                    make_client) -> None:
+    backend = EchoBackend(fleet)
+    config = model_config(backend.url, context_window=400, truncation={
+        "strategy": "none", "reserve_completion_tokens": 50, "margin_tokens": 0})
+    async with make_client(config) as (client, _):
+        cid = await new_conversation(client)
+        codes = [(await say(client, cid, "words " * 40)).status_code for _ in range(8)]
+    assert codes[0] == 200 and codes[-1] == 400
+    assert len(backend.prompts) == codes.count(200), "nothing over the window reaches a backend"
