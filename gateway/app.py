@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -12,12 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, conversations, health, openai
+from gateway.api import admin, conversations, health, knowledge, openai
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
 from gateway.conversations.factory import open_store
 from gateway.conversations.service import ConversationService
 from gateway.errors import ConfigError, GatewayError, error_body
+from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
 from gateway.proxy import Proxy
@@ -48,6 +50,14 @@ def check_exposure(settings: Settings) -> None:
                 "listens on %s only", settings.server.host)
 
 
+def knowledge_enabled(settings: Settings) -> bool:
+    """On when asked, else when the rag extra is installed."""
+    if settings.knowledge.enabled is not None:
+        return settings.knowledge.enabled
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("rag", "faiss", "sentence_transformers", "bm25s"))
+
+
 def create_app(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
@@ -75,16 +85,22 @@ def create_app(
                     settings.conversations.redis_url, settings.conversations.key_prefix)
                 stack.push_async_callback(services.hints.close)
             await services.load_counters()
+            if knowledge_enabled(settings):
+                knowledge = KnowledgeService(settings.knowledge, settings.knowledge_root)
+                await knowledge.start()
+                stack.push_async_callback(knowledge.close)
+                services.knowledge = knowledge
             yield
 
     app = FastAPI(title="ragate", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     app.include_router(openai.router)
     app.include_router(conversations.router)
+    app.include_router(knowledge.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.server.max_body_bytes,
-                       metrics=metrics)
+                       max_upload_bytes=settings.knowledge.max_upload_bytes, metrics=metrics)
     _install_error_handlers(app)
     return app
 

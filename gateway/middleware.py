@@ -23,9 +23,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics,
+                 max_upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes or max_body_bytes
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -37,9 +39,11 @@ class RequestMiddleware:
         scope.setdefault("state", {})["ctx"] = ctx
         header = (b"x-request-id", request_id.encode())
 
+        # knowledge-base uploads may be far larger than any chat request
+        limit = self.max_upload_bytes if _is_upload(scope) else self.max_body_bytes
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self._too_large(ctx, send, header)
+        if declared is not None and declared > limit:
+            await self._too_large(ctx, send, header, limit)
             return
 
         received = 0
@@ -49,8 +53,8 @@ class RequestMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise PayloadTooLargeError(self._too_large_message())
+                if received > limit:
+                    raise PayloadTooLargeError(_too_large_message(limit))
             return message
 
         async def send_wrapper(message: Message) -> None:
@@ -79,13 +83,11 @@ class RequestMiddleware:
             record: dict[str, Any] = ctx.log_record()
             log.info(json.dumps(record, separators=(",", ":")))
 
-    def _too_large_message(self) -> str:
-        return f"request body exceeds the limit of {self.max_body_bytes} bytes"
 
     async def _too_large(
-        self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes]
+        self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes], limit: int
     ) -> None:
-        error = PayloadTooLargeError(self._too_large_message())
+        error = PayloadTooLargeError(_too_large_message(limit))
         body = json.dumps(error.to_body()).encode()
         ctx.status, ctx.error = error.status_code, error.message
         await send({
@@ -97,10 +99,24 @@ class RequestMiddleware:
         self._finish(ctx)
 
 
+def _too_large_message(limit: int) -> str:
+    return f"request body exceeds the limit of {limit} bytes"
+
+
+def _is_upload(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return (scope["method"] == "POST" and path.startswith("/v1/knowledge_bases/")
+            and path.endswith("/documents"))
+
+
 def _route_label(path: str) -> str:
     # a fixed label set keeps the series count bounded whatever paths clients try
     if path.startswith("/admin/"):
         return "/admin"
+    if path.startswith("/v1/knowledge_bases"):
+        return "/v1/knowledge_bases"
+    if path.startswith("/v1/conversations"):
+        return "/v1/conversations"
     return path if path in _ROUTES else "other"
 
 

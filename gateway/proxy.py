@@ -52,6 +52,7 @@ class Proxy:
         openai_params: frozenset[str],
         routing: RoutingRequest,
         turn: ChatTurn | None = None,
+        extras: dict[str, Any] | None = None,
     ) -> Response:
         """Send ``data`` (the client's JSON) to a backend of ``route``; return the reply.
 
@@ -59,7 +60,8 @@ class Proxy:
         the turn is released (its lock freed) on every path, streamed or not.
         """
         try:
-            return await self._forward(ctx, route, path, data, openai_params, routing, turn)
+            return await self._forward(ctx, route, path, data, openai_params, routing, turn,
+                                       extras)
         except BaseException:
             if turn is not None:
                 await turn.release()
@@ -74,6 +76,7 @@ class Proxy:
         openai_params: frozenset[str],
         routing: RoutingRequest,
         turn: ChatTurn | None,
+        extras: dict[str, Any] | None,
     ) -> Response:
         stream = bool(data.get("stream"))
         client_wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
@@ -102,14 +105,14 @@ class Proxy:
         if turn is not None:
             headers.update(turn.headers())
         if not stream:
-            response = self._json_reply(ctx, reply, headers)
+            response = self._json_reply(ctx, reply, headers, extras)
             self.feedback(route, ctx)
             if turn is not None:
                 await self._commit_json(turn, response.body)
                 await turn.release()
             return response
         relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn,
-                         on_usage=lambda: self.feedback(route, ctx))
+                         on_usage=lambda: self.feedback(route, ctx), extras=extras)
         return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
                              headers={**SSE_HEADERS, **headers})
 
@@ -125,7 +128,7 @@ class Proxy:
             self.metrics.route_reported_cached.labels(route.name).inc(ctx.cached_tokens)
 
     def _json_reply(self, ctx: RequestContext, reply: UpstreamReply,
-                    headers: dict[str, str]) -> Response:
+                    headers: dict[str, str], extras: dict[str, Any] | None = None) -> Response:
         try:
             body = json.loads(reply.body)
         except ValueError as exc:
@@ -133,6 +136,8 @@ class Proxy:
         if isinstance(body, dict):
             if "model" in body:
                 body["model"] = ctx.model
+            if extras:
+                body["ragate"] = extras
             record_usage(ctx, self.metrics, body.get("usage"), body.get("timings"))
             ttft = ctx.elapsed()  # no stream: the first token arrives with the last
             self.metrics.ttft.labels(ctx.model, ctx.backend).observe(ttft)
@@ -233,8 +238,10 @@ def _data_of(event: bytes) -> bytes | None:
 class SseRelay:
     def __init__(self, ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
                  client_wants_usage: bool, turn: ChatTurn | None = None,
-                 on_usage: Callable[[], None] | None = None) -> None:
+                 on_usage: Callable[[], None] | None = None,
+                 extras: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
+        self.extras = extras
         self.on_usage = on_usage
         self.reply = reply
         self.metrics = metrics
@@ -253,6 +260,7 @@ class SseRelay:
                 ))
         self.saw_done = False
         self.saw_finish = False
+        self.reply_id: str | None = None
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
@@ -291,6 +299,13 @@ class SseRelay:
                 except GatewayError as exc:
                     yield self._fail(exc)
                     return
+            if self.extras:
+                # one extra chunk before [DONE], shaped like a chunk with no choices so
+                # OpenAI SDKs pass it through: {"ragate": {"sources": [...]}}
+                yield b"data: " + json.dumps({
+                    "id": self.reply_id, "object": "chat.completion.chunk",
+                    "model": self.ctx.model, "choices": [], "ragate": self.extras,
+                }, ensure_ascii=False).encode() + b"\n\n"
             yield DONE
         except UpstreamTimeoutError as exc:
             yield self._fail(UpstreamTimeout(
@@ -317,6 +332,11 @@ class SseRelay:
             return event  # comment / ping: pass through
         if self.reply_text is not None:
             self.reply_text.add(data)
+        if self.reply_id is None and self.extras and data.startswith(b"{"):
+            try:
+                self.reply_id = json.loads(data).get("id")
+            except ValueError:
+                pass
         if self.ctx.ttft_s is None and _has_text(data):
             self.ctx.ttft_s = self.ctx.elapsed()
             self.metrics.ttft.labels(self.ctx.model, self.ctx.backend).observe(self.ctx.ttft_s)

@@ -60,11 +60,23 @@ class _Sampling(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
 
+class RagateOptions(BaseModel):
+    """The gateway's own request options (``ragate`` in the body; never forwarded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    knowledge_base: str | None = None
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    score_threshold: float | None = Field(default=None, ge=0)
+    mode: Literal["system", "turn"] | None = None
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[dict[str, Any]] | None = None
     conversation_id: str | None = None
+    ragate: RagateOptions | None = None
 
 
 class CompletionRequest(_Sampling):

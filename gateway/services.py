@@ -11,6 +11,7 @@ from gateway.auth import KeyRing
 from gateway.backends import BackendPool, dispatch
 from gateway.conversations.service import ConversationService
 from gateway.conversations.summary import completion_text
+from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.routing import RoutingRequest
@@ -34,6 +35,7 @@ class Services:
     proxy: Proxy
     hints: SessionHints = field(default_factory=LocalSessionHints)
     conversations: ConversationService | None = None
+    knowledge: KnowledgeService | None = None
     counters: dict[str, MessageCounter] = field(default_factory=dict)
 
     def model_config(self, name: str) -> ModelConfig:

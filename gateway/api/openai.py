@@ -15,6 +15,7 @@ from gateway.backends.pool import ModelRoute
 from gateway.context import RequestContext
 from gateway.conversations.service import ChatTurn
 from gateway.errors import BadRequestError
+from gateway.knowledge.context import Sources, inject_context, latest_user_text
 from gateway.routing import Policy, RoutingRequest
 from gateway.schemas import (
     OPENAI_CHAT_PARAMS,
@@ -23,8 +24,10 @@ from gateway.schemas import (
     CompletionRequest,
     ModelCard,
     ModelList,
+    RagateOptions,
 )
 from gateway.services import Services
+from gateway.settings import ContextMode, KnowledgeUse, ModelConfig
 from gateway.tokens import message_text
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -85,14 +88,55 @@ async def chat_completions(
         data = {**data, "messages": turn.prompt}
         ctx.extra.update(conversation_id=conversation_id, prefix_reuse=turn.reuse_tokens,
                          counted_prompt_tokens=turn.prompt_tokens)
+    use = knowledge_use(services.model_config(body.model), body.ragate,
+                        turn.conversation.metadata if turn is not None else {})
+    sources = None
+    if use.knowledge_base:
+        try:
+            data["messages"], sources = await retrieve_into(services, use, data["messages"])
+        except BaseException:
+            if turn is not None:
+                await turn.release()
+            raise
+        ctx.extra.update(knowledge_base=use.knowledge_base, passages=len(sources.passages))
     routing = await _routing_request(services, route, ctx, conversation_id, data["messages"])
     response = await services.proxy.forward(
         ctx, route, "/v1/chat/completions", data,
         openai_params=OPENAI_CHAT_PARAMS, routing=routing, turn=turn,
+        extras={"sources": sources.to_api()} if sources is not None else None,
     )
     if conversation_id and ctx.backend and ctx.backend != routing.hint:
         await services.hints.set(route.name, conversation_id, ctx.backend)
     return response
+
+
+def knowledge_use(model: ModelConfig, options: RagateOptions | None,
+                  conversation: dict[str, str]) -> KnowledgeUse:
+    """The request's options over the conversation's knowledge base over the model's."""
+    use = model.knowledge
+    if conversation.get("knowledge_base"):
+        use = use.model_copy(update={"knowledge_base": conversation["knowledge_base"]})
+    if options is not None:
+        use = use.model_copy(update=options.model_dump(exclude_none=True))
+    return use
+
+
+async def retrieve_into(services: Services, use: KnowledgeUse, messages: list[dict[str, Any]]
+                        ) -> tuple[list[dict[str, Any]], Sources]:
+    """Search the knowledge base for the latest user message; put what fits in the prompt."""
+    if services.knowledge is None:
+        raise BadRequestError("knowledge bases are not enabled on this gateway",
+                              param="ragate.knowledge_base", code="knowledge_disabled")
+    assert use.knowledge_base is not None
+    query = latest_user_text(messages)
+    passages = [] if not query else await services.knowledge.search(
+        use.knowledge_base, query, top_k=use.top_k, score_threshold=use.score_threshold,
+        budget=use.max_context_chars)
+    config = services.settings.knowledge
+    injected = inject_context(messages, passages, ContextMode(use.mode),
+                              system_template=config.system_template,
+                              turn_template=config.turn_template)
+    return injected, Sources(use.knowledge_base, passages)
 
 
 async def _routing_request(services: Services, route: ModelRoute, ctx: RequestContext,

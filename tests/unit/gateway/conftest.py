@@ -89,6 +89,8 @@ async def gateway_client(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     config = {"local_backends": [], **config}
     config.setdefault("server", {}).setdefault("data_dir", str(data_dir))
+    # loading the embedding model costs seconds: only the knowledge tests turn it on
+    config.setdefault("knowledge", {}).setdefault("enabled", False)
     config.setdefault("pool", {}).setdefault("health_interval_s", 3600)
     config["pool"].setdefault("retry_backoff_s", 0)
     settings = load_settings(**config)

@@ -53,9 +53,15 @@ async def test_strict_openai_backend_gets_only_openai_params(fleet: FakeFleet,
 async def test_gateway_fields_never_reach_the_backend(fleet: FakeFleet, make_client) -> None:
     url = fleet.add("b1:8000", lambda req: httpx.Response(200, json=chat_reply()))
     async with make_client(one_model(url)) as (client, _):
-        await client.post("/v1/chat/completions",
-                          json={**CHAT, "ragate": {"knowledge_base": "x"}})
-    assert "ragate" not in fleet.calls[-1][2]
+        await client.post("/v1/chat/completions", json={**CHAT, "ragate": {"top_k": 3},
+                                                        "conversation_id": None})
+        assert "ragate" not in fleet.calls[-1][2]
+        assert "conversation_id" not in fleet.calls[-1][2]
+        r = await client.post("/v1/chat/completions",
+                              json={**CHAT, "ragate": {"knowledge_base": "kb"}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "knowledge_disabled"
+        r = await client.post("/v1/chat/completions", json={**CHAT, "ragate": {"mode": "x"}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "ragate.mode"
 
 
 async def test_request_id_is_echoed_and_forwarded(fleet: FakeFleet, make_client) -> None:

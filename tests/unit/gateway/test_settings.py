@@ -119,3 +119,10 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_the_docker_compose_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGATE_ADMIN_KEY", "sk-docker")
+    settings = load_settings(Path(__file__).parents[3] / "docker" / "ragate.yaml")
+    assert settings.models[0].policy is Policy.CACHE_AWARE
+    assert settings.auth.keys[0].key == "sk-docker"

@@ -1,0 +1,144 @@
+"""Knowledge-base admin API (admin key): bases, uploads as background jobs, search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.deps import AdminPrincipal, ServicesDep
+from gateway.errors import BadRequestError, PayloadTooLargeError
+from gateway.knowledge.service import KnowledgeDisabledError, KnowledgeService
+from gateway.services import Services
+
+router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge"])
+
+COPY_CHUNK = 1024 * 1024
+
+
+def _knowledge(services: Services) -> KnowledgeService:
+    if services.knowledge is None:
+        raise KnowledgeDisabledError(
+            "knowledge bases are not enabled: install ragate[rag] (knowledge.enabled)")
+    return services.knowledge
+
+
+class NewKnowledgeBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    index_kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    chunk_size: int | None = Field(default=None, ge=50, le=20_000)
+    chunk_overlap: int | None = Field(default=None, ge=0)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    top_k: int = Field(default=5, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    score_threshold: float = Field(default=0.0, ge=0)
+
+
+class Rebuild(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_model: str | None = Field(default=None, description="Folder of another model")
+
+
+@router.post("", status_code=201)
+async def create(body: NewKnowledgeBase, services: ServicesDep,
+                 _: AdminPrincipal) -> dict[str, Any]:
+    return await _knowledge(services).create(body.name, body.index_kind, body.chunk_size,
+                                             body.chunk_overlap)
+
+
+@router.get("")
+async def list_bases(services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+    return {"object": "list", "data": await _knowledge(services).list_bases()}
+
+
+@router.get("/jobs/{job_id}")
+async def job(job_id: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+    return _knowledge(services).job(job_id)
+
+
+@router.get("/{name}")
+async def get(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+    return await _knowledge(services).get(name)
+
+
+@router.delete("/{name}")
+async def delete(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+    await _knowledge(services).delete(name)
+    return {"id": name, "object": "knowledge_base.deleted", "deleted": True}
+
+
+@router.get("/{name}/documents")
+async def documents(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+    return {"object": "list", "data": await _knowledge(services).documents(name)}
+
+
+@router.delete("/{name}/documents/{source:path}")
+async def delete_document(name: str, source: str, services: ServicesDep,
+                          _: AdminPrincipal) -> dict[str, Any]:
+    await _knowledge(services).delete_document(name, source)
+    return {"id": source, "object": "knowledge_base.document.deleted", "deleted": True}
+
+
+@router.post("/{name}/documents", status_code=202)
+async def upload(name: str, services: ServicesDep, _: AdminPrincipal,
+                 files: Annotated[list[UploadFile], File(description="One or more files")]
+                 ) -> dict[str, Any]:
+    """Store the files and queue an ingestion job; poll ``/jobs/{id}`` for progress."""
+    import rag
+
+    knowledge = _knowledge(services)
+    limits = knowledge.limits()
+    if not files:
+        raise BadRequestError("no files in the upload", param="files")
+    try:
+        limits.check_count(len(files))
+    except rag.UploadLimitError as exc:
+        raise PayloadTooLargeError(str(exc)) from exc
+    await knowledge.get(name)  # 404 before copying anything
+    staging = knowledge.staging_dir()
+    saved: list[tuple[str, Any]] = []
+    total = 0
+    try:
+        for n, upload_file in enumerate(files):
+            filename = rag.sanitize_filename(upload_file.filename or f"upload-{n}")
+            target = staging / f"{n:04d}-{filename}"
+            size = 0
+            with target.open("wb") as out:
+                while chunk := await upload_file.read(COPY_CHUNK):
+                    size += len(chunk)
+                    total += len(chunk)
+                    limits.check_file(filename, size)
+                    limits.check_total(total)
+                    out.write(chunk)
+            saved.append((filename, target))
+    except rag.UploadLimitError as exc:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PayloadTooLargeError(str(exc)) from exc
+    return await knowledge.ingest(name, saved)
+
+
+@router.post("/{name}/search")
+async def search(name: str, body: SearchRequest, services: ServicesDep,
+                 _: AdminPrincipal) -> dict[str, Any]:
+    passages = await _knowledge(services).search(
+        name, body.query, top_k=body.top_k, mode=body.mode, score_threshold=body.score_threshold)
+    from gateway.knowledge.context import Sources
+
+    return {"object": "list", "data": Sources(name, passages).to_api()}
+
+
+@router.post("/{name}/rebuild")
+async def rebuild(name: str, body: Rebuild, services: ServicesDep,
+                  _: AdminPrincipal) -> dict[str, Any]:
+    return await _knowledge(services).rebuild(name, body.embedding_model)

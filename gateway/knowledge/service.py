@@ -1,0 +1,203 @@
+"""Knowledge bases seen from the gateway: every rag call runs in a worker thread.
+
+Lifecycle: ``start()`` loads the embedding model in a thread (never on a request);
+ingestion jobs run one at a time in a worker thread while their progress is readable
+from the API; opened bases are cached and refreshed when another process (the CLI, a
+second replica) published a newer version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from gateway.errors import (
+    BadRequestError,
+    ConflictError,
+    GatewayError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from gateway.settings import KnowledgeConfig
+
+log = logging.getLogger("ragate.knowledge")
+
+
+class KnowledgeDisabledError(GatewayError):
+    status_code = 404
+    type = "not_found_error"
+    code = "knowledge_disabled"
+
+
+def translate(exc: Exception) -> GatewayError:
+    """rag's errors, in the OpenAI error shape with the right status."""
+    import rag
+
+    if isinstance(exc, rag.KnowledgeBaseNotFoundError | rag.DocumentNotFoundError):
+        return NotFoundError(str(exc), code="knowledge_base_not_found")
+    if isinstance(exc, rag.KnowledgeBaseExistsError):
+        return ConflictError(str(exc), code="knowledge_base_exists")
+    if isinstance(exc, rag.KnowledgeBaseLockedError):
+        return ConflictError(str(exc), code="knowledge_base_busy")
+    if isinstance(exc, rag.UploadLimitError):
+        return PayloadTooLargeError(str(exc))
+    if isinstance(exc, rag.InvalidNameError | rag.EmbeddingMismatchError | ValueError):
+        return BadRequestError(str(exc), code="invalid_knowledge_request")
+    return GatewayError(f"knowledge base error: {exc}")
+
+
+class KnowledgeService:
+    def __init__(self, config: KnowledgeConfig, root: Path) -> None:
+        self.config = config
+        self.root = root
+        self.embedder: Any = None
+        self.store: Any = None
+        self.jobs: dict[str, Any] = {}
+        self._bases: dict[str, Any] = {}
+        self._write_limiter = anyio.CapacityLimiter(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        import rag
+
+        self.store = rag.KnowledgeBaseStore(self.root)
+        path = self.config.embedding_model
+        self.embedder = await anyio.to_thread.run_sync(
+            lambda: rag.SentenceTransformerEmbedder(path))
+        log.info("knowledge bases under %s, embedding model %s", self.root, self.embedder.name)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.wait({task}, timeout=30)
+
+    async def _run(self, fn: Any, *args: Any, limiter: anyio.CapacityLimiter | None = None
+                   ) -> Any:
+        import rag
+
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+        except (rag.RagError, ValueError) as exc:
+            raise translate(exc) from exc
+
+    # -- bases ----------------------------------------------------------------------------
+
+    def _base(self, name: str) -> Any:
+        """An opened base, refreshed if a newer version was published (worker thread)."""
+        base = self._bases.get(name)
+        if base is None or not base.path.exists():
+            base = self.store.open(name, self.embedder)
+            self._bases[name] = base
+        else:
+            base.refresh()
+        return base
+
+    async def create(self, name: str, index_kind: str, chunk_size: int | None,
+                     chunk_overlap: int | None) -> dict[str, Any]:
+        import rag
+
+        def create() -> Any:
+            given: dict[str, Any] = {"size": chunk_size, "overlap": chunk_overlap}
+            chunking = rag.ChunkingConfig(**{k: v for k, v in given.items() if v is not None})
+            return self.store.create(name, self.embedder, index_kind=index_kind,
+                                     chunking=chunking)
+
+        base = await self._run(create, limiter=self._write_limiter)
+        self._bases[name] = base
+        return describe(base.manifest)
+
+    async def list_bases(self) -> list[dict[str, Any]]:
+        infos = await self._run(self.store.list)
+        return [{"name": i.name, "embedding_model": i.embedding_model, "dimension": i.dimension,
+                 "index_kind": i.index_kind, "documents": i.documents, "chunks": i.chunks,
+                 "version": i.version, "updated_at": int(i.updated_at)} for i in infos]
+
+    async def get(self, name: str) -> dict[str, Any]:
+        base = await self._run(self._base, name)
+        return describe(base.manifest)
+
+    async def delete(self, name: str) -> None:
+        await self._run(self.store.delete, name, limiter=self._write_limiter)
+        self._bases.pop(name, None)
+
+    async def documents(self, name: str) -> list[dict[str, Any]]:
+        base = await self._run(self._base, name)
+        return [{"object": "knowledge_base.document", **asdict(d)}
+                for d in await self._run(base.documents)]
+
+    async def delete_document(self, name: str, source: str) -> None:
+        base = await self._run(self._base, name)
+        await self._run(base.delete_document, source, limiter=self._write_limiter)
+
+    async def search(self, name: str, query: str, **overrides: Any) -> list[Any]:
+        base = await self._run(self._base, name)
+        return list(await self._run(lambda: base.search(query, **overrides)))
+
+    # -- ingestion ------------------------------------------------------------------------
+
+    def limits(self) -> Any:
+        import rag
+
+        c = self.config
+        return rag.UploadLimits(c.max_file_bytes, c.max_files, c.max_upload_bytes)
+
+    async def ingest(self, name: str, files: Sequence[tuple[str, Path]]) -> dict[str, Any]:
+        """Queue a job over files already on disk (the job owns and removes them)."""
+        import rag
+
+        base = await self._run(self._base, name)
+        job = rag.IngestJob(name, [(path, filename) for filename, path in files])
+        self.jobs[job.id] = job
+        task = asyncio.get_running_loop().create_task(self._work(job, base, files))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job.progress().to_dict()
+
+    async def _work(self, job: Any, base: Any, files: Sequence[tuple[str, Path]]) -> None:
+        try:
+            await anyio.to_thread.run_sync(job.run, base, limiter=self._write_limiter)
+        finally:
+            folders = {path.parent for _, path in files}
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no ingestion job {job_id}", code="job_not_found")
+        return job.progress().to_dict()  # type: ignore[no-any-return]
+
+    def staging_dir(self) -> Path:
+        path = self.root / ".uploads" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    async def rebuild(self, name: str, embedding_model: str | None) -> dict[str, Any]:
+        import rag
+
+        def rebuild() -> Any:
+            embedder = (self.embedder if embedding_model is None
+                        else rag.SentenceTransformerEmbedder(embedding_model))
+            base = self.store.open(name)
+            base.rebuild(embedder)
+            return self.store.open(name, embedder if embedder is self.embedder else None)
+
+        base = await self._run(rebuild, limiter=self._write_limiter)
+        if embedding_model is None:
+            self._bases[name] = base
+        else:
+            self._bases.pop(name, None)
+        return describe(base.manifest)
+
+
+def describe(manifest: Any) -> dict[str, Any]:
+    return {"object": "knowledge_base", **asdict(manifest)}
+
+
