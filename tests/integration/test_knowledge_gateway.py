@@ -1,0 +1,156 @@
+"""Knowledge bases through the gateway: admin API, ingestion jobs, and chat with sources
+from a real llama.cpp backend, in both context modes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fpdf import FPDF
+
+from serving import LlamaCppServer
+from tests.integration.conftest import GatewayProcess
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": "Bearer sk-kb-admin"}
+CHAT = {"Authorization": "Bearer sk-kb-chat"}
+
+LIGHTHOUSE = ("The Brightwater lighthouse was built in 1871 by the engineer Ada Kellan. "
+              "Its lamp burns whale oil and can be seen 19 nautical miles out at sea. "
+              "The keeper rings the fog bell every 30 seconds when the fog rolls in.")
+BAKERY = ("Marlow's bakery opens at six in the morning. Its famous loaf is a rye sourdough "
+          "baked with caraway seeds, and the bakers proof the dough for eighteen hours.")
+
+
+def pdf_bytes(text: str) -> bytes:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    pdf.multi_cell(0, 8, text)
+    return bytes(pdf.output())
+
+
+@pytest.fixture(scope="module")
+def gateway(llama_pair: list[LlamaCppServer], tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("kb-gw")
+    config: dict[str, Any] = {
+        "local_backends": [],
+        "server": {"data_dir": str(workdir / "data")},
+        "auth": {"keys": [{"key": "sk-kb-admin", "role": "admin"},
+                          {"key": "sk-kb-chat", "role": "chat"}]},
+        "knowledge": {"enabled": True, "max_file_bytes": 200_000},
+        "models": [{"name": "smollm2", "context_window": 2048,
+                    "backends": [{"url": llama_pair[0].url, "kind": "llamacpp",
+                                  "model": "smollm2"}]}],
+    }
+    gw = GatewayProcess(config, workdir).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def wait_for_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/knowledge_bases/jobs/{job_id}", headers=ADMIN).json()
+        if job["status"] in ("done", "failed"):
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def knowledge_base(gateway: GatewayProcess) -> str:
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        r = client.post("/v1/knowledge_bases", json={"name": "town"}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        files = [("files", ("lighthouse.pdf", pdf_bytes(LIGHTHOUSE), "application/pdf")),
+                 ("files", ("../../bakery.txt", BAKERY.encode("gbk"), "text/plain")),
+                 ("files", ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf"))]
+        r = client.post("/v1/knowledge_bases/town/documents", files=files, headers=ADMIN)
+        assert r.status_code == 202, r.text
+        job = wait_for_job(client, r.json()["job_id"])
+        assert job["status"] == "done", job
+        assert job["files_done"] == 3 and len(job["errors"]) == 1
+        assert job["errors"][0]["source"] == "broken.pdf"
+    return "town"
+
+
+def test_admin_api_lists_documents_and_searches(gateway: GatewayProcess,
+                                                knowledge_base: str) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        docs = client.get("/v1/knowledge_bases/town/documents", headers=ADMIN).json()["data"]
+        assert sorted(d["source"] for d in docs) == ["bakery.txt", "lighthouse.pdf"], \
+            "the traversal in '../../bakery.txt' was stripped"
+        bases = client.get("/v1/knowledge_bases", headers=ADMIN).json()["data"]
+        assert [b["name"] for b in bases] == ["town"] and bases[0]["documents"] == 2
+        hits = client.post("/v1/knowledge_bases/town/search", headers=ADMIN,
+                           json={"query": "When was the lighthouse built?"}).json()["data"]
+        assert hits[0]["document"] == "lighthouse.pdf" and hits[0]["page"] == 1
+        assert client.get("/v1/knowledge_bases", headers=CHAT).status_code == 403
+        missing = client.get("/v1/knowledge_bases/nowhere", headers=ADMIN)
+        assert missing.status_code == 404
+        bad = client.post("/v1/knowledge_bases", json={"name": "../etc"}, headers=ADMIN)
+        assert bad.status_code == 400
+
+
+def test_upload_limits_are_413(gateway: GatewayProcess, knowledge_base: str) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        big = [("files", ("big.txt", b"x" * 300_000, "text/plain"))]
+        r = client.post("/v1/knowledge_bases/town/documents", files=big, headers=ADMIN)
+        assert r.status_code == 413 and "big.txt" in r.json()["error"]["message"]
+
+
+def test_reuploading_the_same_file_is_a_no_op(gateway: GatewayProcess,
+                                              knowledge_base: str) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        files = [("files", ("lighthouse.pdf", pdf_bytes(LIGHTHOUSE), "application/pdf"))]
+        r = client.post("/v1/knowledge_bases/town/documents", files=files, headers=ADMIN)
+        job = wait_for_job(client, r.json()["job_id"])
+        assert job["status"] == "done" and job["unchanged"] == ["lighthouse.pdf"]
+
+
+@pytest.mark.parametrize("mode", ["system", "turn"])
+def test_chat_reply_carries_sources_from_the_right_document(gateway: GatewayProcess,
+                                                            knowledge_base: str,
+                                                            mode: str) -> None:
+    options = {"ragate": {"knowledge_base": "town", "mode": mode, "top_k": 2}}
+    question = [{"role": "user", "content": "Who built the Brightwater lighthouse?"}]
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-kb-chat",
+                       max_retries=0, timeout=120) as client:
+        reply = client.chat.completions.create(model="smollm2", messages=question,
+                                               max_tokens=24, temperature=0, extra_body=options)
+        sources = reply.model_extra["ragate"]["sources"]
+        assert sources[0]["document"] == "lighthouse.pdf" and sources[0]["page"] == 1
+        assert "Ada Kellan" in sources[0]["text"]
+        assert reply.choices[0].message.content is not None
+        chunks = list(client.chat.completions.create(
+            model="smollm2", messages=question, max_tokens=24, temperature=0, stream=True,
+            extra_body=options))
+        extra = [c.model_extra["ragate"] for c in chunks if c.model_extra and "ragate" in
+                 c.model_extra]
+        assert len(extra) == 1 and extra[0]["sources"][0]["document"] == "lighthouse.pdf"
+        assert not chunks[-1].choices, "the sources event is the last before [DONE]"
+
+
+def test_conversation_names_its_knowledge_base(gateway: GatewayProcess,
+                                               knowledge_base: str) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=120, headers=CHAT) as client:
+        cid = client.post("/v1/conversations",
+                          json={"metadata": {"knowledge_base": "town"}}).json()["id"]
+        r = client.post("/v1/chat/completions", json={
+            "model": "smollm2", "conversation_id": cid, "max_tokens": 16,
+            "messages": [{"role": "user", "content": "What bread does Marlow's bake?"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["ragate"]["sources"][0]["document"] == "bakery.txt"
+        items = client.get(f"/v1/conversations/{cid}/items").json()["data"]
+    assert items[0]["content"] == "What bread does Marlow's bake?", \
+        "the stored turn is the user's message, not the injected context"
+    assert json.dumps(items).count("Passages from the knowledge base") == 0
