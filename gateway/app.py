@@ -36,7 +36,7 @@ _STATUS_TYPES = {
 }
 
 
-def check_exposure(settings: Settings) -> None:
+def check_exposure(settings: Settings, *, warn: bool = True) -> None:
     """Refuse an open gateway on a public interface; say so when open on loopback."""
     if settings.auth_enabled:
         return
@@ -46,8 +46,9 @@ def check_exposure(settings: Settings) -> None:
             f"{settings.server.host}: configure auth.keys (or RAGATE_AUTH__KEYS), "
             f"or bind to 127.0.0.1"
         )
-    log.warning("auth disabled: no API keys configured; the gateway is open because it "
-                "listens on %s only", settings.server.host)
+    if warn:
+        log.warning("auth disabled: no API keys configured; the gateway is open because it "
+                    "listens on %s only", settings.server.host)
 
 
 def knowledge_enabled(settings: Settings) -> bool:

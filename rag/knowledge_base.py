@@ -1,0 +1,549 @@
+"""Knowledge bases on disk: versioned snapshots published atomically, and the store that names them.
+
+Layout of one base::
+
+    <root>/<name>/CURRENT                  name of the live snapshot, replaced with os.replace
+    <root>/<name>/.lock                    flock held by the one writer
+    <root>/<name>/snapshots/v000007/       manifest.json, kb.sqlite, dense.faiss(+.json), lexical/
+    <root>/<name>/snapshots/.tmp-<uuid>/   a write in progress (or left by a crash)
+
+A write copies the live snapshot into a temporary folder, changes it, flushes it, renames
+it to the next version and only then replaces CURRENT. A crash at any point leaves
+CURRENT naming a complete snapshot; leftovers are removed by the next write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from rag.documents import Chunk, Passage
+from rag.embeddings import Embedder, check_embeddings
+from rag.errors import (
+    DocumentNotFoundError,
+    EmbedderMissingError,
+    EmbeddingMismatchError,
+    InvalidNameError,
+    KnowledgeBaseCorruptError,
+    KnowledgeBaseExistsError,
+    KnowledgeBaseLockedError,
+    KnowledgeBaseNotFoundError,
+)
+from rag.index import INDEX_KINDS, DenseIndex
+from rag.retrieval import HybridRetriever, RetrievalConfig
+from rag.snapshot import (
+    DB_FILE,
+    MANIFEST_FILE,
+    ChunkingConfig,
+    DocumentInfo,
+    Manifest,
+    Snapshot,
+    fsync_dir,
+    fsync_tree,
+    open_db,
+    read_manifest,
+    write_indexes,
+)
+from rag.splitting import TextSplitter
+from rag.tokenization import tokenize
+
+CURRENT = "CURRENT"
+SNAPSHOTS = "snapshots"
+LOCK = ".lock"
+_VERSION_DIR = re.compile(r"^v(\d{6,})$")
+EMBED_BATCH = 64
+
+# Progress callback: number of chunks embedded so far, out of how many.
+EmbedProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFile:
+    """A file loaded, cleaned and split, ready to be embedded and stored."""
+
+    source: str
+    content_hash: str
+    pages: int
+    chunks: list[Chunk]
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What an add did, per file: new, replacing an older version, unchanged, or a copy."""
+
+    added: list[str]
+    replaced: list[str]
+    unchanged: list[str]
+    duplicates: dict[str, str]
+    chunks_added: int
+    version: int
+
+
+class KnowledgeBase:
+    """One knowledge base. Searches are thread-safe and never wait for a write.
+
+    ``embedder`` may be None for reading documents and for purely lexical search; it
+    must match the manifest's model and dimension, else EmbeddingMismatchError.
+    """
+
+    def __init__(self, path: str | Path, embedder: Embedder | None = None,
+                 retrieval: RetrievalConfig | None = None, *, lock_timeout: float = 600.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        if not (self.path / SNAPSHOTS).is_dir():
+            raise KnowledgeBaseNotFoundError(f"no knowledge base at {self.path}")
+        self._write_lock = threading.Lock()
+        self._snapshot = self._load_live()
+        self.retrieval = retrieval or RetrievalConfig()
+        self.embedder: Embedder | None = None
+        if embedder is not None:
+            self._check_embedder(embedder, self._snapshot.manifest)
+            self.embedder = embedder
+
+    # -- reading ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._snapshot.manifest
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    def documents(self) -> list[DocumentInfo]:
+        return self._snapshot.documents()
+
+    def splitter(self) -> TextSplitter:
+        """The splitter this base was configured with (token units use the embedder's)."""
+        c = self.manifest.chunking
+        counter = None
+        if c.unit == "tokens":
+            counter = getattr(self.embedder, "count_tokens", None)
+            if counter is None:
+                raise EmbedderMissingError("token-sized chunks need an embedder with count_tokens")
+        return TextSplitter(c.size, c.overlap, unit=c.unit, length_function=counter)
+
+    def retriever(self, config: RetrievalConfig | None = None, **kwargs) -> HybridRetriever:
+        return HybridRetriever(self._snapshot, self.embedder, config or self.retrieval, **kwargs)
+
+    def search(self, query: str, **overrides) -> list[Passage]:
+        """Passages for ``query``; keyword overrides replace RetrievalConfig fields."""
+        return HybridRetriever(self._snapshot, self.embedder, self.retrieval).retrieve(
+            query, **overrides
+        )
+
+    def refresh(self) -> bool:
+        """Load the live snapshot if another process published a newer one."""
+        live = _read_current(self.path)
+        if live == self._snapshot.folder.name:
+            return False
+        snapshot = self._load_live()
+        if self.embedder is not None:
+            self._check_embedder(self.embedder, snapshot.manifest)
+        self._snapshot = snapshot
+        return True
+
+    # -- writing ----------------------------------------------------------------------
+    def add(self, files: Sequence[PreparedFile], *,
+            on_progress: EmbedProgress | None = None) -> AddResult:
+        """Store prepared files in one new snapshot.
+
+        Same source and hash: unchanged (no-op). Same source, new hash: the old version's
+        chunks are replaced. Another source with the same hash: skipped as a duplicate.
+        """
+        embedder = self._require_embedder()
+        added, replaced, unchanged, duplicates = [], [], [], {}
+        with self._writing() as draft:
+            db, dense = draft.db, draft.dense
+            plan: list[PreparedFile] = []
+            by_hash = {h: s for s, h in db.execute("SELECT source, content_hash FROM documents")}
+            stale: list[str] = []
+            for f in files:
+                old = db.execute("SELECT doc_id, content_hash FROM documents WHERE source = ?",
+                                 (f.source,)).fetchone()
+                if old and old[1] == f.content_hash:
+                    unchanged.append(f.source)
+                elif f.content_hash in by_hash and by_hash[f.content_hash] != f.source:
+                    duplicates[f.source] = by_hash[f.content_hash]
+                else:
+                    if old:
+                        stale.append(old[0])
+                        replaced.append(f.source)
+                    else:
+                        added.append(f.source)
+                    by_hash[f.content_hash] = f.source
+                    plan.append(f)
+            if not plan:
+                return AddResult(added, replaced, unchanged, duplicates, 0, draft.base.version)
+            self._delete_docs(db, dense, stale)
+            texts = [c.text for f in plan for c in f.chunks]
+            vectors = self._embed(embedder, texts, on_progress)
+            next_row = (db.execute("SELECT MAX(row_id) FROM chunks").fetchone()[0] or 0) + 1
+            row_ids = np.arange(next_row, next_row + len(texts), dtype=np.int64)
+            now = time.time()
+            rows = iter(row_ids.tolist())
+            for f in plan:
+                doc_id = f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}"
+                db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (doc_id, f.source, f.content_hash, f.pages, len(f.chunks), now,
+                            json.dumps(f.metadata, ensure_ascii=False)))
+                db.executemany(
+                    'INSERT INTO chunks (row_id, chunk_id, doc_id, ordinal, page, start, "end", '
+                    "text, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(next(rows), c.id, c.doc_id, c.ordinal, c.metadata.page, c.metadata.start,
+                      c.metadata.end, c.text, " ".join(tokenize(c.text))) for c in f.chunks],
+                )
+            dense.add(row_ids, vectors)
+        return AddResult(added, replaced, unchanged, duplicates, len(texts), self.version)
+
+    def delete_document(self, source: str) -> None:
+        with self._writing() as draft:
+            db = draft.db
+            row = db.execute("SELECT doc_id FROM documents WHERE source = ?", (source,)).fetchone()
+            if row is None:
+                raise DocumentNotFoundError(f"no document {source!r} in {self.name!r}")
+            self._delete_docs(db, draft.dense, [row[0]])
+
+    def rebuild(self, embedder: Embedder, *, index_kind: str | None = None,
+                embedding_path: str | None = None,
+                on_progress: EmbedProgress | None = None) -> None:
+        """Re-embed every chunk with ``embedder`` (maybe another model) into a new snapshot."""
+        kind = index_kind or self.manifest.index_kind
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        with self._writing(manifest_changes=lambda m: replace(
+            m, embedding_model=embedder.name, dimension=embedder.dimension, index_kind=kind,
+            embedding_path=embedding_path or _path_hint(embedder),
+        )) as draft:
+            rows = draft.db.execute("SELECT row_id, text FROM chunks ORDER BY row_id").fetchall()
+            vectors = self._embed(embedder, [r[1] for r in rows], on_progress)
+            draft.dense = DenseIndex(embedder.dimension, kind)  # type: ignore[arg-type]
+            draft.dense.add(np.array([r[0] for r in rows], dtype=np.int64), vectors)
+        self.embedder = embedder
+
+    # -- internals --------------------------------------------------------------------
+    def _require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise EmbedderMissingError(f"open {self.name!r} with an embedder to add documents")
+        return self.embedder
+
+    @staticmethod
+    def _check_embedder(embedder: Embedder, manifest: Manifest) -> None:
+        if (embedder.name, embedder.dimension) != (manifest.embedding_model, manifest.dimension):
+            raise EmbeddingMismatchError(manifest.embedding_model, manifest.dimension,
+                                         embedder.name, embedder.dimension)
+
+    @staticmethod
+    def _embed(embedder: Embedder, texts: list[str],
+               on_progress: EmbedProgress | None) -> np.ndarray:
+        parts = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            batch = texts[i : i + EMBED_BATCH]
+            parts.append(check_embeddings(embedder.embed(batch), len(batch), embedder.dimension))
+            if on_progress:
+                on_progress(min(i + EMBED_BATCH, len(texts)), len(texts))
+        if not parts:
+            return np.zeros((0, embedder.dimension), np.float32)
+        return np.vstack(parts)
+
+    @staticmethod
+    def _delete_docs(db: sqlite3.Connection, dense: DenseIndex, doc_ids: list[str]) -> None:
+        for doc_id in doc_ids:
+            rows = [r[0] for r in db.execute("SELECT row_id FROM chunks WHERE doc_id = ?",
+                                             (doc_id,))]
+            dense.remove(rows)
+            db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    def _load_live(self) -> Snapshot:
+        live = _read_current(self.path)
+        candidates = ([live] if live else []) + [
+            d.name for d in sorted(_versions(self.path), key=_version_of, reverse=True)
+            if d.name != live
+        ]
+        errors = []
+        for name in candidates:
+            try:
+                return Snapshot.load(self.path / SNAPSHOTS / name)
+            except Exception as exc:  # try older snapshots before giving up
+                errors.append(f"{name}: {exc}")
+        raise KnowledgeBaseCorruptError(
+            f"no loadable snapshot in {self.path}: {'; '.join(errors) or 'none found'}"
+        )
+
+    @contextmanager
+    def _writing(self, manifest_changes: Callable[[Manifest], Manifest] | None = None
+                 ) -> Iterator[_Draft]:
+        """Yield a writable copy of the live snapshot; publish it if the block succeeds."""
+        with self._write_lock, _file_lock(self.path / LOCK, self.lock_timeout):
+            snapshot = self._load_live()  # another process may have written since
+            snapshots = self.path / SNAPSHOTS
+            tmp = snapshots / f".tmp-{uuid.uuid4().hex}"
+            tmp.mkdir()
+            db = open_db(tmp / DB_FILE, readonly=False)
+            try:
+                source = open_db(snapshot.folder / DB_FILE, readonly=True)
+                source.backup(db)
+                source.close()
+                draft = _Draft(db, snapshot.dense.copy(), snapshot)
+                before = db.total_changes
+                yield draft
+                if db.total_changes == before and manifest_changes is None:
+                    db.close()
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return
+                db.commit()
+                docs, chunks = db.execute(
+                    "SELECT (SELECT COUNT(*) FROM documents), (SELECT COUNT(*) FROM chunks)"
+                ).fetchone()
+                _compact(db)
+                dense = draft.dense
+                lexical = write_indexes(tmp, db, dense)
+                db.close()
+                version = max([_version_of(d) for d in _versions(self.path)] + [0]) + 1
+                manifest = replace(snapshot.manifest, version=version, documents=docs,
+                                   chunks=chunks, updated_at=time.time())
+                if manifest_changes is not None:
+                    manifest = manifest_changes(manifest)
+                (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+                fsync_tree(tmp)
+                final = snapshots / f"v{version:06d}"
+                os.rename(tmp, final)
+                fsync_dir(snapshots)
+                _write_current(self.path, final.name)
+                self._snapshot = Snapshot(final, manifest, dense, lexical)
+            except BaseException:
+                db.close()
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            _collect_garbage(self.path, keep=final.name)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The writable copy a write works on: its SQLite rows and its dense index."""
+
+    db: sqlite3.Connection
+    dense: DenseIndex
+    base: Snapshot
+
+
+def _compact(db: sqlite3.Connection) -> None:
+    # Deletes leave free pages that the copy to the next snapshot would carry along.
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    total = db.execute("PRAGMA page_count").fetchone()[0]
+    if total and free > total // 4:
+        db.execute("VACUUM")
+
+
+def _path_hint(embedder: Embedder) -> str | None:
+    path = getattr(embedder, "path", None)
+    return str(path) if path is not None else None
+
+
+def _versions(kb: Path) -> list[Path]:
+    folder = kb / SNAPSHOTS
+    return [d for d in folder.iterdir() if _VERSION_DIR.match(d.name)] if folder.is_dir() else []
+
+
+def _version_of(folder: Path) -> int:
+    return int(folder.name[1:])
+
+
+def _read_current(kb: Path) -> str | None:
+    try:
+        name = (kb / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name if _VERSION_DIR.match(name) else None
+
+
+def _write_current(kb: Path, name: str) -> None:
+    """Point CURRENT at ``name`` atomically: a reader sees the old name or the new one."""
+    tmp = kb / f".{CURRENT}.{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, kb / CURRENT)
+    fsync_dir(kb)
+
+
+def _collect_garbage(kb: Path, keep: str) -> None:
+    """Remove crash leftovers and all but the live snapshot and the one before it.
+
+    The previous snapshot stays so a reader that loaded it a moment ago can still read
+    its SQLite rows until it refreshes.
+    """
+    live = _version_of(kb / SNAPSHOTS / keep)
+    older = sorted((d for d in _versions(kb) if _version_of(d) < live), key=_version_of)
+    doomed = older[:-1] + [d for d in _versions(kb) if _version_of(d) > live]
+    doomed += [d for d in (kb / SNAPSHOTS).iterdir() if d.name.startswith(".tmp-")]
+    doomed += [f for f in kb.iterdir() if f.name.startswith(f".{CURRENT}.")]
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _file_lock(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive flock: one writer per base across processes (released if it dies)."""
+    deadline = time.monotonic() + timeout
+    with open(path, "a+b") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise KnowledgeBaseLockedError(
+                        f"{path.parent.name}: another writer has held the lock for {timeout:g} s"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# -- the store ------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[^\W_][\w.-]{0,63}$")
+
+
+def validate_kb_name(name: str) -> str:
+    """Return ``name`` if it is a safe folder name, else raise InvalidNameError.
+
+    Letters (any script), digits, ``_ . -``; 1-64 characters; starts with a letter or
+    digit; no ``..``. Nothing that could climb out of the store's root.
+    """
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeBaseInfo:
+    """A knowledge base as listed by the store (read from its manifest, indexes not loaded)."""
+
+    name: str
+    embedding_model: str
+    dimension: int
+    index_kind: str
+    documents: int
+    chunks: int
+    version: int
+    updated_at: float
+
+
+class KnowledgeBaseStore:
+    """Creates, lists, opens and deletes knowledge bases under one root folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, name: str) -> Path:
+        path = self.root / validate_kb_name(name)
+        if path.resolve().parent != self.root.resolve():
+            raise InvalidNameError(f"invalid knowledge base name {name!r}")
+        return path
+
+    def exists(self, name: str) -> bool:
+        return (self.path_for(name) / SNAPSHOTS).is_dir()
+
+    def create(self, name: str, embedder: Embedder, *, index_kind: str = "flat",
+               chunking: ChunkingConfig | None = None,
+               retrieval: RetrievalConfig | None = None) -> KnowledgeBase:
+        """Create an empty base built for ``embedder`` (its name and dimension are recorded)."""
+        path = self.path_for(name)
+        if index_kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}")
+        chunking = chunking or ChunkingConfig()
+        TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
+                     length_function=len if chunking.unit == "tokens" else None)  # validate
+        if path.exists():
+            raise KnowledgeBaseExistsError(f"knowledge base {name!r} already exists")
+        staging = self.root / f".tmp-{uuid.uuid4().hex}"
+        first = staging / SNAPSHOTS / "v000001"
+        first.mkdir(parents=True)
+        try:
+            now = time.time()
+            manifest = Manifest(name=name, version=1, embedding_model=embedder.name,
+                                dimension=embedder.dimension, index_kind=index_kind,
+                                chunking=chunking, embedding_path=_path_hint(embedder),
+                                created_at=now, updated_at=now)
+            db = open_db(first / DB_FILE, readonly=False)
+            write_indexes(first, db, DenseIndex(embedder.dimension, index_kind))  # type: ignore[arg-type]
+            db.close()
+            (first / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+            _write_current(staging, first.name)
+            fsync_tree(staging)
+            try:
+                os.rename(staging, path)  # fails if another create won the race
+            except OSError as exc:
+                raise KnowledgeBaseExistsError(f"knowledge base {name!r} already exists") from exc
+            fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return KnowledgeBase(path, embedder, retrieval)
+
+    def open(self, name: str, embedder: Embedder | None = None,
+             retrieval: RetrievalConfig | None = None) -> KnowledgeBase:
+        if not self.exists(name):
+            raise KnowledgeBaseNotFoundError(f"knowledge base {name!r} not found")
+        return KnowledgeBase(self.path_for(name), embedder, retrieval)
+
+    def manifest(self, name: str) -> Manifest:
+        """The live manifest of a base, without loading its indexes."""
+        path = self.path_for(name)
+        live = _read_current(path)
+        if live is None:
+            raise KnowledgeBaseNotFoundError(f"knowledge base {name!r} not found")
+        return read_manifest(path / SNAPSHOTS / live)
+
+    def list(self) -> list[KnowledgeBaseInfo]:
+        out = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            try:
+                m = self.manifest(folder.name)
+            except (InvalidNameError, KnowledgeBaseNotFoundError, OSError, ValueError):
+                continue  # not a knowledge base, or one being deleted
+            out.append(KnowledgeBaseInfo(folder.name, m.embedding_model, m.dimension,
+                                         m.index_kind, m.documents, m.chunks, m.version,
+                                         m.updated_at))
+        return out
+
+    def delete(self, name: str) -> None:
+        """Delete a base: renamed away first (atomic), then removed from disk."""
+        path = self.path_for(name)
+        if not self.exists(name):
+            raise KnowledgeBaseNotFoundError(f"knowledge base {name!r} not found")
+        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)

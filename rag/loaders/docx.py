@@ -1,0 +1,39 @@
+"""Word (.docx) loader: paragraphs and tables in body order, via python-docx."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from rag.documents import Document, DocumentMetadata
+from rag.errors import LoaderError
+
+
+def load_docx(data: bytes, source: str, content_hash: str) -> list[Document]:
+    try:
+        import docx
+        from docx.table import Table
+    except ImportError as exc:  # pragma: no cover - the rag extra installs it
+        raise LoaderError(source, "python-docx is missing: pip install 'ragate[rag]'") from exc
+    if not data:
+        raise LoaderError(source, "empty file")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        # Password-protected .docx files are OLE containers, not zip archives.
+        raise LoaderError(source, "not a valid .docx file (encrypted, legacy .doc, or corrupt)")
+    try:
+        document = docx.Document(io.BytesIO(data))
+        blocks: list[str] = []
+        for item in document.iter_inner_content():
+            if isinstance(item, Table):
+                for row in item.rows:
+                    cells = [cell.text.strip() for cell in row.cells]
+                    if any(cells):
+                        blocks.append(" | ".join(cells))
+            elif item.text.strip():
+                blocks.append(item.text)
+    except Exception as exc:  # python-docx raises KeyError, lxml errors, ... on bad input
+        raise LoaderError(source, f"malformed .docx file: {exc!r}") from exc
+    if not blocks:
+        raise LoaderError(source, "document contains no text")
+    # Blank lines between Word paragraphs: they are paragraphs, never wrapped lines.
+    return [Document("\n\n".join(blocks), DocumentMetadata(source, content_hash, None))]

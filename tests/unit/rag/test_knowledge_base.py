@@ -1,0 +1,150 @@
+"""Knowledge bases: store operations, dedupe by hash, updates, deletes, rebuilds, refresh."""
+
+from pathlib import Path
+
+import pytest
+from conftest import FakeEmbedder
+
+from rag.errors import (
+    DocumentNotFoundError,
+    EmbedderMissingError,
+    EmbeddingMismatchError,
+    InvalidNameError,
+    KnowledgeBaseExistsError,
+    KnowledgeBaseNotFoundError,
+)
+from rag.ingest import ingest_files
+from rag.knowledge_base import KnowledgeBaseStore
+from rag.snapshot import ChunkingConfig
+
+CITIES = {
+    "beijing.txt": "北京是中华人民共和国的首都，也是全国的政治中心和文化中心。故宫位于北京市中心。",
+    "shanghai.txt": "上海是中国最大的经济中心城市，外滩和东方明珠是上海的著名景点。",
+    "faiss.md": "# FAISS\n\nFAISS is a library for efficient similarity search of dense vectors.",
+}
+
+
+def write_files(folder: Path, files: dict[str, str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return [folder / name for name in files]
+
+
+@pytest.mark.parametrize("name", ["../up", "a/b", "", ".hidden", "a..b", "-x", "x" * 65, "a\\b"])
+def test_unsafe_names_are_refused(store: KnowledgeBaseStore, embedder, name: str):
+    with pytest.raises(InvalidNameError):
+        store.create(name, embedder)
+
+
+def test_create_list_open_delete(store: KnowledgeBaseStore, embedder):
+    store.create("产品手册", embedder)
+    store.create("docs-v2", embedder, index_kind="hnsw")
+    assert [i.name for i in store.list()] == ["docs-v2", "产品手册"]
+    with pytest.raises(KnowledgeBaseExistsError):
+        store.create("docs-v2", embedder)
+    info = {i.name: i for i in store.list()}["docs-v2"]
+    assert (info.embedding_model, info.dimension, info.index_kind) == ("fake-embedder", 64, "hnsw")
+    store.delete("docs-v2")
+    assert [i.name for i in store.list()] == ["产品手册"]
+    with pytest.raises(KnowledgeBaseNotFoundError):
+        store.open("docs-v2")
+    assert not any(p.name.startswith(".") for p in store.root.iterdir())
+
+
+def test_mismatched_embedder_is_refused(store: KnowledgeBaseStore, embedder):
+    store.create("kb", embedder)
+    with pytest.raises(EmbeddingMismatchError, match="fake-embedder.*64.*other.*32"):
+        store.open("kb", FakeEmbedder("other", 32))
+    with pytest.raises(EmbeddingMismatchError):
+        store.open("kb", FakeEmbedder("fake-embedder", 32))
+
+
+def test_ingest_search_and_sources(kb, tmp_path: Path):
+    result = ingest_files(kb, write_files(tmp_path / "in", CITIES))
+    assert result.status == "done" and sorted(result.added) == sorted(CITIES)
+    assert kb.manifest.documents == 3
+    hits = kb.search("上海的著名景点有哪些")
+    assert hits[0].source == "shanghai.txt" and "外滩" in hits[0].text
+    assert kb.search("similarity search of dense vectors")[0].source == "faiss.md"
+
+
+def test_same_file_again_is_a_no_op(kb, embedder, tmp_path: Path):
+    files = write_files(tmp_path / "in", CITIES)
+    ingest_files(kb, files)
+    version, calls = kb.version, embedder.calls
+    again = ingest_files(kb, files)
+    assert sorted(again.unchanged) == sorted(CITIES) and not again.added
+    assert (kb.version, embedder.calls) == (version, calls)
+
+
+def test_same_content_under_another_name_is_skipped(kb, tmp_path: Path):
+    ingest_files(kb, write_files(tmp_path / "a", {"one.txt": CITIES["beijing.txt"]}))
+    result = ingest_files(kb, write_files(tmp_path / "b", {"copy.txt": CITIES["beijing.txt"]}))
+    assert result.duplicates == (("copy.txt", "one.txt"),)
+    assert [d.source for d in kb.documents()] == ["one.txt"]
+
+
+def test_updated_file_replaces_its_chunks(kb, tmp_path: Path):
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    result = ingest_files(kb, write_files(tmp_path / "b", {"beijing.txt": "北京有长城和颐和园。"}))
+    assert result.replaced == ("beijing.txt",)
+    assert kb.manifest.documents == 3
+    texts = " ".join(p.text for p in kb.search("北京", top_k=5, mode="lexical"))
+    assert "长城" in texts and "故宫" not in texts
+
+
+def test_delete_document(kb, tmp_path: Path):
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    kb.delete_document("shanghai.txt")
+    assert sorted(d.source for d in kb.documents()) == ["beijing.txt", "faiss.md"]
+    assert all(p.source != "shanghai.txt" for p in kb.search("上海 外滩 东方明珠", top_k=5))
+    with pytest.raises(DocumentNotFoundError):
+        kb.delete_document("shanghai.txt")
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_ingest_and_delete(store, embedder, tmp_path: Path, kind: str):
+    kb = store.create("approx", embedder, index_kind=kind, chunking=ChunkingConfig(60, 10))
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    kb.delete_document("beijing.txt")
+    reopened = store.open("approx", embedder)
+    assert reopened.manifest.index_kind == kind
+    assert reopened.search("FAISS similarity search")[0].source == "faiss.md"
+
+
+def test_rebuild_with_another_model(store, kb, tmp_path: Path):
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    other = FakeEmbedder("bigger-model", 128)
+    kb.rebuild(other)
+    assert (kb.manifest.embedding_model, kb.manifest.dimension) == ("bigger-model", 128)
+    with pytest.raises(EmbeddingMismatchError):
+        store.open("docs", FakeEmbedder())
+    reopened = store.open("docs", other)
+    assert reopened.search("dense vectors similarity")[0].source == "faiss.md"
+
+
+def test_other_instances_see_new_versions_after_refresh(store, kb, embedder, tmp_path: Path):
+    reader = store.open("docs", embedder)
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    assert reader.documents() == []
+    assert reader.refresh() is True and len(reader.documents()) == 3
+    assert reader.refresh() is False
+
+
+def test_lexical_search_needs_no_embedder(store, kb, tmp_path: Path):
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    bare = store.open("docs")
+    assert bare.search("故宫", mode="lexical")[0].source == "beijing.txt"
+    assert bare.search("故宫在哪里")[0].source == "beijing.txt"  # Chinese: lexical by default
+    with pytest.raises(EmbedderMissingError):
+        bare.search("dense vectors")
+    result = ingest_files(bare, write_files(tmp_path / "b", {"x.txt": "新的文件。"}))
+    assert result.status == "failed" and "EmbedderMissingError" in result.message
+
+
+def test_old_snapshots_are_collected(kb, tmp_path: Path):
+    for i in range(4):
+        ingest_files(kb, write_files(tmp_path / f"v{i}", {f"f{i}.txt": f"文件{i}的内容。" * 5}))
+    snapshots = sorted(p.name for p in (kb.path / "snapshots").iterdir())
+    assert snapshots == [f"v{kb.version - 1:06d}", f"v{kb.version:06d}"]
