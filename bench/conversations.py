@@ -152,7 +152,7 @@ def send_turn(client: httpx.Client, gw: GatewayProcess, cid: str, text: str,
 
 
 def run_strategy(strategy: str, server: LlamaCppServer, log: Path, conversations: list[list[str]],
-                 persona: str, max_tokens: int, workdir: Path) -> Run:
+                 persona: str, max_tokens: int, workdir: Path, low_water: float) -> Run:
     config = {
         "local_backends": [],
         "server": {"data_dir": str(workdir / "data"), "log_level": "warning"},
@@ -160,7 +160,7 @@ def run_strategy(strategy: str, server: LlamaCppServer, log: Path, conversations
         "models": [{
             "name": "smollm2", "context_window": server.n_ctx,
             "truncation": {"strategy": strategy, "reserve_completion_tokens": 128,
-                           "low_water": 0.5, "summary_max_tokens": 120},
+                           "low_water": low_water, "summary_max_tokens": 120},
             "backends": [{"url": server.url, "kind": "llamacpp", "model": "smollm2"}],
         }],
     }
@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--low-water", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true", help="20 turns")
     parser.add_argument("--json", type=Path, help="write the raw rows here")
     args = parser.parse_args()
@@ -253,7 +254,7 @@ def main() -> None:
             sub = workdir / f"run{i}"
             sub.mkdir()
             rows.append(summarize(run_strategy(strategy, server, log, conversations, persona,
-                                               args.max_tokens, sub)))
+                                               args.max_tokens, sub, args.low_water)))
     print(table(rows))
     by = {r["strategy"]: r for r in rows}
     if "sliding" in by and "stepped" in by and by["stepped"]["ttft_mean_s"]:

@@ -15,11 +15,11 @@ from gateway.settings import Role
 # pool, which cost three thread round trips per request on the hot path.
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-def _context(request: Request) -> RequestContext:
+def context_of(request: Request) -> RequestContext:
     ctx = request.scope.get("state", {}).get("ctx")
     if ctx is None:  # app mounted without RequestMiddleware (never in create_app)
         ctx = RequestContext("-", request.method, request.url.path)
@@ -27,17 +27,21 @@ def _context(request: Request) -> RequestContext:
 
 
 async def services(request: Request) -> Services:
-    return _services(request)
+    return services_of(request)
 
 
 async def context(request: Request) -> RequestContext:
-    return _context(request)
+    return context_of(request)
 
 
 def _principal(request: Request, role: Role) -> Principal:
-    principal = _services(request).keys.authenticate(request.headers.get("authorization"))
-    _context(request).principal = principal.owner
+    principal = services_of(request).keys.authenticate(request.headers.get("authorization"))
+    context_of(request).principal = principal.owner
     return KeyRing.require(principal, role)
+
+
+def chat_principal_of(request: Request) -> Principal:
+    return _principal(request, Role.CHAT)
 
 
 async def chat_principal(request: Request) -> Principal:
