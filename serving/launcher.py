@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import os
 import signal
@@ -15,6 +17,16 @@ from types import TracebackType
 from serving.bundled import resolve_gguf
 from serving.errors import ServingError
 from serving.health import wait_until_healthy
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies, so a
+    gateway killed with SIGKILL leaves no orphaned model server behind."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: stop() still stops it
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,7 +109,7 @@ class LlamaCppServer:
         self._log_file = log
         self._process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             wait_until_healthy(self.url, timeout_s=timeout_s, still_running=self.running)
