@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api import admin, conversations, health, knowledge, openai
+from gateway.api.hotpath import HotPathMiddleware
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
 from gateway.conversations.factory import open_store
@@ -100,6 +101,9 @@ def create_app(
     app.include_router(knowledge.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.add_middleware(HotPathMiddleware, routes={
+        "/v1/chat/completions": openai.chat_completions, "/v1/completions": openai.completions,
+    })
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.server.max_body_bytes,
                        max_upload_bytes=settings.knowledge.max_upload_bytes, metrics=metrics)
     _install_error_handlers(app)

@@ -1,0 +1,586 @@
+"""Gateway overhead: a fake OpenAI backend alone, ragate in front of it, LiteLLM in front of it.
+
+    . .venv/bin/activate
+    python bench/overhead.py                      # the full run, about 3 minutes
+    python bench/overhead.py --skip-litellm --no-stream --duration 5
+    python bench/overhead.py --json bench/results/overhead.json
+
+What it measures: requests/s and p50/p99 latency of ``POST /v1/chat/completions`` at
+concurrency 1 and 32 (``--concurrency``), non-streamed and, unless ``--no-stream``,
+streamed (``"stream": true``; latency is then the time to the last byte), for three
+targets on loopback, one after the other:
+
+- ``backend``: the fake backend alone (``bench/fake_backend.py``, raw asyncio on uvloop,
+  canned answers; about 50k req/s on one core here, far above what it is measured against);
+- ``ragate``: ``ragate serve`` with one uvicorn worker, log level warning, no API keys,
+  one model ``fake`` routed to the fake backend (``kind: vllm``);
+- ``litellm``: ``litellm --num_workers 1`` (uvicorn) from its own venv
+  ``bench/.venv-litellm`` (created with ``pip install 'litellm[proxy]'`` on first use),
+  one model ``fake`` = ``openai/fake-upstream`` at the fake backend, no master key,
+  no database, ``LITELLM_LOG=ERROR`` (so no access log, like ragate), the local cost map.
+
+Load generator: ``wrk`` (``apt-get install -y wrk``), one thread, ``-c`` = concurrency,
+with a Lua script that sets the POST body and prints wrk's summary as JSON. Each
+measurement is a warm-up run (``--warmup`` s, discarded) then ``--duration`` s measured.
+Every target is checked first with one real request of each kind (the answer must be
+the fake backend's text), so a proxy that answers errors fast cannot look good.
+
+CPU placement (this machine has 2 cores, and the load generator competes with the servers):
+with at least 2 usable CPUs the process under test -- the proxy, or the backend when it is
+measured alone -- is pinned with ``taskset`` to the first CPU, and wrk and the backend
+(when behind a proxy) to the others. So each proxy gets one whole core, as a single
+uvicorn worker can only use about one; wrk (C, epoll) and the fake backend need little.
+``--no-pin`` turns this off. The ``cpu %`` column is the CPU time the process under test
+used during the measured run, in percent of one core: well under 100 at c=32 means it
+was starved (other work on the machine) or waiting, not CPU-bound. ``cpu ms/req`` is that
+CPU time per request: the cost of one request in the process under test, which moves less
+than req/s when other work shares the machine (req/s of a CPU-bound server is about
+1000 / cpu ms/req at 100 % CPU).
+
+Targets from issue 2: ragate at c=32 has >= 20x LiteLLM's throughput, and ragate adds
+<= 1 ms to the p50 latency at c=1 (added = ragate p50 - backend p50). Both are computed
+at the end, for non-streamed requests (the streamed group is reported alongside).
+
+Every process started here (backends, proxies, wrk) runs in its own session and is
+stopped in a ``finally`` (SIGTERM, then SIGKILL after 10 s); all traffic is to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LITELLM_VENV = REPO / "bench" / ".venv-litellm"
+HOST = "127.0.0.1"
+FAKE_CONTENT = "Hello! I am a fake backend."  # bench.fake_backend.CONTENT
+CHAT_PATH = "/v1/chat/completions"
+REQUEST = {"model": "fake", "messages": [{"role": "user", "content": "Say hello."}],
+           "max_tokens": 16}
+
+WRK_LUA = r"""
+wrk.method = "POST"
+wrk.body = [==[%(body)s]==]
+wrk.headers["Content-Type"] = "application/json"
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,' ..
+    '"write":%%d,"status":%%d,"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
+    '"mean_us":%%.1f,"max_us":%%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Result:
+    target: str
+    mode: str  # "non-stream" or "stream"
+    concurrency: int
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    errors: int
+    error_detail: dict[str, int] = field(default_factory=dict)
+    cpu_pct: float | None = None
+    cpu_ms_per_req: float | None = None
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process (all its threads) so far."""
+        with open(f"/proc/{self.popen.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Processes:
+    """Everything started here, each in its own session; ``stop_all`` ends them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def start(self, name: str, argv: list[str], *, cpus: set[int] | None,
+              env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+        if cpus:
+            argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=cwd or REPO, env=env, start_new_session=True,
+            )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        if proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(timeout=10)
+        # the session leader is gone; anything it left in its group goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None,
+         timeout: float = 10.0) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_ready(proc: Proc, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise BenchError(f"{proc.name} exited with {proc.popen.returncode} before it was "
+                             f"ready; its log ends with:\n{proc.tail()}")
+        with contextlib.suppress(OSError):
+            if http("GET", url, timeout=2)[0] == 200:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"{proc.name} not ready at {url} after {timeout_s:.0f} s; "
+                     f"its log ends with:\n{proc.tail()}")
+
+
+def check_answers(name: str, base: str) -> None:
+    """One real request of each kind; the fake backend's text must come back."""
+    status, raw = http("POST", base + CHAT_PATH, REQUEST, timeout=30)
+    try:
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError):
+        content = None
+    if status != 200 or content != FAKE_CONTENT:
+        raise BenchError(f"{name}: unexpected chat answer {status}: {raw[:500]!r}")
+    status, raw = http("POST", base + CHAT_PATH, {**REQUEST, "stream": True}, timeout=30)
+    text = ""
+    for line in raw.decode(errors="replace").splitlines():
+        if line.startswith("data:") and line[5:].strip() != "[DONE]":
+            for choice in json.loads(line[5:]).get("choices") or []:
+                text += (choice.get("delta") or {}).get("content") or ""
+    if status != 200 or text != FAKE_CONTENT or "data: [DONE]" not in raw.decode():
+        raise BenchError(f"{name}: unexpected stream {status}: {raw[:500]!r}")
+
+
+# -- targets ----------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    """Which CPUs the process under test, and everything else, may use (None: any)."""
+
+    sut: set[int] | None
+    helpers: set[int] | None
+
+    @classmethod
+    def choose(cls, pin: bool) -> Layout:
+        cpus = sorted(os.sched_getaffinity(0))
+        if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
+            return cls(None, None)
+        return cls({cpus[0]}, set(cpus[1:]))
+
+
+def start_backend(procs: Processes, cpus: set[int] | None) -> tuple[Proc, str]:
+    port = free_port()
+    proc = procs.start("backend", [sys.executable, "-m", "bench.fake_backend", "--host", HOST,
+                                   "--port", str(port)], cpus=cpus)
+    base = f"http://{HOST}:{port}"
+    wait_ready(proc, base + "/health", 15)
+    return proc, base
+
+
+def ragate_argv() -> list[str]:
+    script = Path(sys.executable).parent / "ragate"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("ragate")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from gateway.cli import main; main()"]
+
+
+def start_ragate(procs: Processes, workdir: Path, backend: str,
+                 cpus: set[int] | None) -> tuple[Proc, str]:
+    port = free_port()
+    config = workdir / "ragate.yaml"
+    config.write_text(
+        "local_backends: []\n"
+        "server: {log_level: warning}\n"
+        "models:\n"
+        "  - name: fake\n"
+        f"    backends: [{{url: \"{backend}\", kind: vllm, model: fake-upstream}}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGATE_")}
+    proc = procs.start("ragate", [*ragate_argv(), "serve", "-c", str(config), "--host", HOST,
+                                  "--port", str(port), "--no-local"], cpus=cpus, env=env)
+    base = f"http://{HOST}:{port}"
+    wait_ready(proc, base + "/ready", 60)
+    return proc, base
+
+
+def ensure_litellm(venv: Path) -> Path:
+    """The ``litellm`` script of ``venv``, creating the venv the first time."""
+    script = venv / "bin" / "litellm"
+    if script.exists():
+        return script
+    commands = [[sys.executable, "-m", "venv", str(venv)],
+                [str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"]]
+    print(f"creating the LiteLLM venv {venv} (about a minute):", file=sys.stderr)
+    for command in commands:
+        print("  " + " ".join(command), file=sys.stderr)
+        if subprocess.run(command).returncode != 0:
+            raise BenchError("could not install LiteLLM; run the commands above by hand, "
+                             "or pass --skip-litellm")
+    if not script.exists():
+        raise BenchError(f"{script} missing after the install")
+    return script
+
+
+def start_litellm(procs: Processes, workdir: Path, backend: str, cpus: set[int] | None,
+                  venv: Path) -> tuple[Proc, str]:
+    script = ensure_litellm(venv)
+    port = free_port()
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: fake\n"
+        "    litellm_params:\n"
+        f"      {{model: openai/fake-upstream, api_base: \"{backend}/v1\", api_key: x}}\n"
+    )
+    drop = ("DATABASE_URL", "DIRECT_URL", "REDIS_URL", "REDIS_HOST", "LITELLM_MASTER_KEY",
+            "OPENAI_API_KEY", "OPENAI_BASE_URL", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # no fetch of the price list
+        LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true",  # no key, loopback only
+        LITELLM_TELEMETRY="False",
+        LITELLM_LOG="ERROR",  # uvicorn log level error: no access log (ragate has none)
+        DISABLE_SCHEMA_UPDATE="true",
+        NO_PROXY="*", no_proxy="*",
+        PATH=f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    proc = procs.start("litellm", [str(script), "--config", str(config), "--host", HOST,
+                                   "--port", str(port), "--num_workers", "1"],
+                       cpus=cpus, env=env, cwd=workdir)
+    base = f"http://{HOST}:{port}"
+    wait_ready(proc, base + "/health/liveliness", 120)
+    return proc, base
+
+
+def litellm_version(venv: Path) -> str | None:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    out = subprocess.run([str(python), "-c", "import importlib.metadata as m;"
+                          "print(m.version('litellm'))"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+# -- load -------------------------------------------------------------------------------
+
+
+def run_wrk(procs: Processes, workdir: Path, url: str, body: dict[str, Any], concurrency: int,
+            seconds: float, cpus: set[int] | None) -> dict[str, Any]:
+    script = workdir / f"wrk-{abs(hash(json.dumps(body, sort_keys=True)))}.lua"
+    if not script.exists():
+        script.write_text(WRK_LUA % {"body": json.dumps(body, separators=(",", ":"))})
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+            "-s", str(script), url]
+    proc = procs.start("wrk", argv, cpus=cpus)
+    try:
+        proc.popen.wait(timeout=seconds + 30)
+    finally:
+        procs.stop(proc)
+    for line in proc.log.read_text(errors="replace").splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])  # type: ignore[no-any-return]
+    raise BenchError(f"wrk printed no result:\n{proc.tail()}")
+
+
+def measure(procs: Processes, workdir: Path, target: str, base: str, sut: Proc, mode: str,
+            concurrency: int, args: argparse.Namespace, cpus: set[int] | None) -> Result:
+    body = {**REQUEST, "stream": True} if mode == "stream" else REQUEST
+    url = base + CHAT_PATH
+    if args.warmup > 0:
+        run_wrk(procs, workdir, url, body, concurrency, args.warmup, cpus)
+    cpu0 = sut.cpu_seconds()
+    wall0 = time.monotonic()
+    raw = run_wrk(procs, workdir, url, body, concurrency, args.duration, cpus)
+    cpu_s = sut.cpu_seconds() - cpu0
+    cpu_pct = 100 * cpu_s / (time.monotonic() - wall0)
+    duration_s = raw["duration_us"] / 1e6
+    detail = {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]}
+    return Result(
+        target=target, mode=mode, concurrency=concurrency, requests=raw["requests"],
+        duration_s=round(duration_s, 3), rps=round(raw["requests"] / duration_s, 1),
+        p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
+        mean_ms=round(raw["mean_us"] / 1000, 3), max_ms=raw["max_us"] / 1000,
+        errors=sum(detail.values()), error_detail=detail, cpu_pct=round(cpu_pct),
+        cpu_ms_per_req=round(1000 * cpu_s / raw["requests"], 3) if raw["requests"] else None,
+    )
+
+
+@contextlib.contextmanager
+def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
+                   args: argparse.Namespace) -> Iterator[tuple[str, Proc]]:
+    """Start the fake backend (and the proxy ``name`` in front of it); stop them after."""
+    started: list[Proc] = []
+    try:
+        if name == "backend":
+            backend, base = start_backend(procs, layout.sut)
+            started.append(backend)
+            sut = backend
+        else:
+            backend, backend_base = start_backend(procs, layout.helpers)
+            started.append(backend)
+            if name == "ragate":
+                sut, base = start_ragate(procs, workdir, backend_base, layout.sut)
+            else:
+                sut, base = start_litellm(procs, workdir, backend_base, layout.sut,
+                                          args.litellm_venv)
+            started.append(sut)
+        check_answers(name, base)
+        yield base, sut
+    finally:
+        for proc in reversed(started):
+            procs.stop(proc)
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    head = ("| target | mode | concurrency | req/s | p50 ms | p99 ms | errors | cpu % "
+            "| cpu ms/req |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [
+        f"| {r.target} | {r.mode} | {r.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | "
+        f"{r.p99_ms:.2f} | {r.errors} | {'' if r.cpu_pct is None else r.cpu_pct} | "
+        f"{'' if r.cpu_ms_per_req is None else f'{r.cpu_ms_per_req:.3f}'} |"
+        for r in results
+    ]
+    return "\n".join([head, *rows])
+
+
+def summarize(results: list[Result], concurrency: list[int]) -> dict[str, Any]:
+    """Ratios against the targets, per mode, from the lowest and highest concurrency."""
+    by = {(r.target, r.mode, r.concurrency): r for r in results}
+    low, high = min(concurrency), max(concurrency)
+    summary: dict[str, Any] = {}
+    for mode in ("non-stream", "stream"):
+        entry: dict[str, Any] = {}
+        ragate_hi, litellm_hi = by.get(("ragate", mode, high)), by.get(("litellm", mode, high))
+        if ragate_hi and litellm_hi and litellm_hi.rps > 0:
+            ratio = ragate_hi.rps / litellm_hi.rps
+            entry["throughput_ratio_ragate_over_litellm"] = round(ratio, 2)
+            entry["throughput_target_met"] = ratio >= 20
+        for proxy in ("ragate", "litellm"):
+            backend_lo, proxy_lo = by.get(("backend", mode, low)), by.get((proxy, mode, low))
+            if backend_lo and proxy_lo:
+                entry[f"{proxy}_added_p50_ms"] = round(proxy_lo.p50_ms - backend_lo.p50_ms, 3)
+        if "ragate_added_p50_ms" in entry:
+            entry["latency_target_met"] = entry["ragate_added_p50_ms"] <= 1.0
+        if entry:
+            summary[mode] = entry
+    summary["concurrency_low"], summary["concurrency_high"] = low, high
+    return summary
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    low, high = summary["concurrency_low"], summary["concurrency_high"]
+    lines = []
+    for mode in ("non-stream", "stream"):
+        entry = summary.get(mode)
+        if not entry:
+            continue
+        label = "non-streamed" if mode == "non-stream" else "streamed"
+        if "throughput_ratio_ragate_over_litellm" in entry:
+            ratio = entry["throughput_ratio_ragate_over_litellm"]
+            verdict = "met" if ratio >= 20 else f"MISSED by {20 / ratio:.1f}x"
+            lines.append(f"- {label}: ragate / LiteLLM throughput at c={high}: {ratio:.1f}x "
+                         f"(target >= 20x: {verdict})")
+        if "ragate_added_p50_ms" in entry:
+            added = entry["ragate_added_p50_ms"]
+            verdict = "met" if added <= 1.0 else f"MISSED by {added - 1.0:.2f} ms"
+            lines.append(f"- {label}: ragate added p50 at c={low}: {added:.2f} ms "
+                         f"(target <= 1 ms: {verdict})")
+        if "litellm_added_p50_ms" in entry:
+            lines.append(f"- {label}: LiteLLM added p50 at c={low}: "
+                         f"{entry['litellm_added_p50_ms']:.2f} ms")
+    return lines
+
+
+def environment(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    def version(name: str) -> str | None:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    git = ["git", "-C", str(REPO)]  # read-only: which code of gateway/ was measured
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "gateway"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(), "python": platform.python_version(),
+        "cpus": sorted(os.sched_getaffinity(0)), "loadavg": os.getloadavg(),
+        "pinning": {"under_test": sorted(layout.sut) if layout.sut else None,
+                    "wrk_and_backend": sorted(layout.helpers) if layout.helpers else None},
+        "duration_s": args.duration, "warmup_s": args.warmup,
+        "ragate": version("ragate"), "commit": commit or None,
+        "gateway_uncommitted_changes": bool(dirty), "uvicorn": version("uvicorn"),
+        "httpx": version("httpx"), "fastapi": version("fastapi"),
+        "litellm": None if args.skip_litellm else litellm_version(args.litellm_venv),
+        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if (wrk.stdout + wrk.stderr) else None,
+        "request": REQUEST,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Compare the fake backend alone, ragate and LiteLLM in front of it.")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up, discarded")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--targets", nargs="+", default=["backend", "ragate", "litellm"],
+                        choices=["backend", "ragate", "litellm"])
+    parser.add_argument("--skip-litellm", action="store_true", help="no LiteLLM run")
+    parser.add_argument("--no-stream", action="store_true", help="no streamed row group")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV,
+                        help=f"LiteLLM's venv, created if missing (default {LITELLM_VENV})")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="save the raw numbers here")
+    args = parser.parse_args(argv)
+    if args.skip_litellm:
+        args.targets = [t for t in args.targets if t != "litellm"]
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. from ``timeout``) unwinds through the ``finally`` blocks like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    layout = Layout.choose(not args.no_pin)
+    modes = ["non-stream"] if args.no_stream else ["non-stream", "stream"]
+    signal.signal(signal.SIGTERM, _interrupt)
+    env = environment(args, layout)
+    print(f"# gateway overhead: {args.duration:g} s per run after {args.warmup:g} s warm-up; "
+          f"pinning {env['pinning']}; load average {env['loadavg'][0]:.2f}", file=sys.stderr)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="ragate-bench-") as tmp:
+        workdir = Path(tmp)
+        procs = Processes(workdir)
+        try:
+            for target in args.targets:
+                with target_running(target, procs, workdir, layout, args) as (base, sut):
+                    for mode in modes:
+                        for concurrency in args.concurrency:
+                            result = measure(procs, workdir, target, base, sut, mode,
+                                             concurrency, args, layout.helpers)
+                            print(f"  {target:8} {mode:10} c={concurrency:<3} "
+                                  f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                                  f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  "
+                                  f"cpu {result.cpu_pct}% ({result.cpu_ms_per_req} ms/req)",
+                                  file=sys.stderr, flush=True)
+                            results.append(result)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted: every process started here was stopped", file=sys.stderr)
+            return 130
+        finally:
+            procs.stop_all()
+    summary = summarize(results, args.concurrency)
+    print(table(results))
+    print()
+    print("\n".join(summary_lines(summary)))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"environment": env, "summary": summary,
+                                         "results": [asdict(r) for r in results]}, indent=2))
+        print(f"\nraw numbers: {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
