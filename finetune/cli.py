@@ -13,6 +13,7 @@ import click
 from finetune.convert import TARGETS, convert_file
 from finetune.datasets import ValidationReport, validate_dataset, write_clean
 from finetune.errors import FinetuneError
+from finetune.gguf import CONVERTER_TYPES, QUANT_TYPES
 from finetune.llamafactory import dataset_dir_of, register_dataset
 from finetune.memory import (
     SERVE_BYTES,
@@ -26,6 +27,7 @@ from finetune.shapes import resolve_shape
 from finetune.spec import FORMATTINGS, DatasetSpec, detect_spec
 from finetune.templates import FAMILIES, guess_family
 from finetune.tokenstats import load_tokenizer
+from finetune.train import ENGINES
 from finetune.trainconfig import METHODS, Launch, TrainConfig, write_training_config
 
 BAR_THRESHOLD = 1000  # rows; smaller files finish before a bar would help
@@ -308,3 +310,130 @@ def _print_estimate(out: dict[str, Any], gpus: int) -> None:
         best = out["suggestion"]["recommended"]
         click.echo(f"suggested: {best['method']} on {best['gpus']} GPU(s)" if best
                    else "suggested: nothing fits; add GPUs or shorten --seq-len")
+
+
+@finetune.command()
+@click.option("--model", help="Base model: an HF folder or a .gguf file.")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path),
+              help="Data file (alpaca / sharegpt / OpenAI messages; json, jsonl, csv).")
+@click.option("--dataset-info", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="dataset_info.json whose entry (--name) describes the data.")
+@click.option("--name", "dataset_name", help="Entry name in --dataset-info.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Adapter, checkpoints, train_log.jsonl and ragate_train.json go here.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+              help="A LLaMA-Factory YAML (from `finetune config`): run llamafactory-cli on it.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="auto: LLaMA-Factory when installed and the base is an HF folder, "
+                   "else the built-in trainer.")
+@click.option("--template", type=click.Choice(FAMILIES), default=None,
+              help="Chat template family (default: guessed from the model).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Stop after this many optimizer steps (bounds the compute).")
+@click.option("--epochs", default=3.0, show_default=True, type=click.FloatRange(min=0,
+                                                                                min_open=True))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--cutoff-len", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
+@click.option("--lr-scheduler", default="cosine", show_default=True,
+              type=click.Choice(["cosine", "linear", "constant", "constant_with_warmup"]))
+@click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--lora-r", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--lora-alpha", type=click.IntRange(min=1), default=None,
+              help="Default: 2 × r.")
+@click.option("--lora-dropout", default=0.0, show_default=True, type=float)
+@click.option("--lora-target", default="all", show_default=True,
+              help="Comma-separated module names (q_proj,v_proj) or 'all' linear layers.")
+@click.option("--lora-layers", type=click.IntRange(min=1), default=None,
+              help="Adapt only the last N decoder layers (cheaper steps; default: all).")
+@click.option("--logging-steps", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--save-steps", type=click.IntRange(min=1), default=None,
+              help="Checkpoint every N steps (default: once, at the end).")
+@click.option("--max-samples", type=click.IntRange(min=1), default=None)
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: min(2, cores)).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint-N.")
+@click.option("--allow-invalid", is_flag=True, help="Train on the valid rows of bad data.")
+def train(model: str | None, data: Path | None, dataset_info: Path | None,
+          dataset_name: str | None, output_dir: Path | None, config_path: Path | None,
+          engine: str, template: str | None, max_steps: int | None, epochs: float,
+          batch_size: int, grad_accum: int, cutoff_len: int, learning_rate: float,
+          lr_scheduler: str, warmup_steps: int, lora_r: int, lora_alpha: int | None,
+          lora_dropout: float, lora_target: str, lora_layers: int | None,
+          logging_steps: int, save_steps: int | None, max_samples: int | None, seed: int,
+          threads: int | None, resume: bool, allow_invalid: bool) -> None:
+    """Train a LoRA adapter (LLaMA-Factory if installed, else the built-in CPU trainer)."""
+    from finetune import train as training
+
+    if config_path:
+        sys.exit(training.run_llamafactory(config_path, echo=click.echo))
+    if not model or not output_dir or not (data or dataset_info):
+        raise click.UsageError("--model, --output-dir and --data (or --dataset-info/--name) "
+                               "are required without --config")
+    options = training.TrainOptions(
+        model=model, data=str(data) if data else None, output_dir=str(output_dir),
+        dataset_info=str(dataset_info) if dataset_info else None, dataset_name=dataset_name,
+        template=template, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+        grad_accum=grad_accum, cutoff_len=cutoff_len, learning_rate=learning_rate,
+        lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, lora_r=lora_r,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_targets=[t.strip() for t in lora_target.split(",") if t.strip()],
+        lora_layers=lora_layers,
+        logging_steps=logging_steps, save_steps=save_steps, max_samples=max_samples,
+        seed=seed, threads=threads, resume=resume, allow_invalid=allow_invalid,
+    )
+    chosen = training.choose_engine(engine, options)
+    if chosen == "llamafactory":
+        yaml_path = training.write_llamafactory_config(options, echo=click.echo)
+        sys.exit(training.run_llamafactory(yaml_path, echo=click.echo))
+    result = training.train(options, echo=click.echo)
+    if result.losses:
+        click.echo(f"loss {result.first_loss:.4f} -> {result.last_loss:.4f} over "
+                   f"{result.steps} steps ({result.seconds:.0f} s); adapter in "
+                   f"{result.output_dir}; log {result.output_dir / training.LOG_FILE}")
+
+
+@finetune.command("export")
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
+              required=True)
+@click.option("--base", help="Base model (HF folder or .gguf); default: the one the adapter "
+                             "was trained on.")
+@click.option("--template", type=click.Choice(FAMILIES), default=None,
+              help="Default: the family recorded at training, else guessed.")
+@click.option("--name", help="GGUF file name stem (default: the output folder name).")
+@click.option("--outtype", type=click.Choice(CONVERTER_TYPES), default="f16",
+              show_default=True, help="convert_hf_to_gguf.py --outtype.")
+@click.option("--quantize", type=click.Choice(QUANT_TYPES), default=None,
+              help="Also quantize with llama.cpp's quantizer (via llama-cpp-python).")
+@click.option("--gguf/--no-gguf", default=True, show_default=True,
+              help="--no-gguf: merge only.")
+@click.option("--llama-cpp-dir", type=click.Path(exists=True, file_okay=False),
+              help="A llama.cpp checkout with convert_hf_to_gguf.py "
+                   "(default: $RAGATE_LLAMA_CPP_DIR, then the cached llama-cpp-python sdist).")
+@click.option("--download", "allow_download", is_flag=True,
+              help="If no converter is found, `pip download` the llama-cpp-python sdist.")
+@click.option("--system", help="Modelfile SYSTEM (default: the family's; '' for none).")
+@click.option("--num-ctx", type=click.IntRange(min=1), default=None,
+              help="Modelfile num_ctx (default: the model's context, at most 4096).")
+@click.option("--keep-chat-template", is_flag=True,
+              help="Keep the tokenizer's chat template instead of the family's.")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+def export_cmd(model: Path, output_dir: Path, base: str | None, template: str | None,
+               name: str | None, outtype: str, quantize: str | None, gguf: bool,
+               llama_cpp_dir: str | None, allow_download: bool, system: str | None,
+               num_ctx: int | None, keep_chat_template: bool, threads: int | None) -> None:
+    """Merge the LoRA adapter in MODEL into its base, convert to GGUF, write a Modelfile."""
+    from finetune.export import ExportOptions, export
+
+    result = export(ExportOptions(
+        model=str(model), output_dir=str(output_dir), base=base, template=template,
+        name=name, outtype=outtype, quantize=quantize, gguf=gguf, llama_cpp_dir=llama_cpp_dir,
+        allow_download=allow_download, system=system, num_ctx=num_ctx,
+        keep_chat_template=keep_chat_template, threads=threads,
+    ), echo=click.echo)
+    if result.gguf:
+        click.echo(f"gguf: {result.gguf}")

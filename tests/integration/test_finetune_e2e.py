@@ -67,10 +67,10 @@ FACTS = [
 HELD_OUT = ["How many legs does a cat have?", "What colour is the sea?",
             "What is the capital of Portugal?"]
 # Small enough for 2 shared CPU cores, enough for the format to be learned reliably:
-# a high learning rate, LoRA on the last 8 of 30 layers (backward stops there).
+# a high learning rate, LoRA on the last 16 of 30 layers (backward stops there).
 TRAIN_ARGS = ["--max-steps", "8", "--batch-size", "8", "--cutoff-len", "128",
               "--lr", "2e-3", "--lr-scheduler", "constant", "--lora-r", "8",
-              "--lora-layers", "8", "--threads", "2"]
+              "--lora-layers", "16", "--threads", "2"]
 
 
 def dataset_rows() -> list[dict[str, str]]:
