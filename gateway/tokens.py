@@ -84,6 +84,10 @@ class HFTokenizerCounter:
             from tokenizers import Tokenizer
 
             tok = Tokenizer.from_file(str(self.path))
+            # a tokenizer.json may carry padding/truncation settings (sentence models pad
+            # to 128): counting must see the text's own tokens only
+            tok.no_padding()
+            tok.no_truncation()
             self._encode = lambda text: len(tok.encode(text, add_special_tokens=False).ids)
             return self
         from transformers import AutoTokenizer
