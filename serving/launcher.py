@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib.util
 import os
 import signal
@@ -17,16 +15,6 @@ from types import TracebackType
 from serving.bundled import resolve_gguf
 from serving.errors import ServingError
 from serving.health import wait_until_healthy
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when its parent dies, so a
-    gateway killed with SIGKILL leaves no orphaned model server behind."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: stop() still stops it
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,7 +64,8 @@ class LlamaCppServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "llama_cpp.server",
+            # the guard ends the server if this process dies, even by SIGKILL
+            sys.executable, "-m", "serving.orphan_guard", str(os.getpid()), "llama_cpp.server",
             "--model", str(self.gguf),
             "--host", self.host,
             "--port", str(self.port),
@@ -109,7 +98,7 @@ class LlamaCppServer:
         self._log_file = log
         self._process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
         try:
             wait_until_healthy(self.url, timeout_s=timeout_s, still_running=self.running)

@@ -25,7 +25,8 @@ def minilm_folder() -> Path:
 
 async def test_tokenizer_json_counts_real_tokens() -> None:
     counter = HFTokenizerCounter(minilm_folder() / "tokenizer.json").load()
-    assert await counter.count(["hello world", "unbelievably"]) == [2, 3]
+    # "unbelievably" is un ##bel ##ie ##va ##bly
+    assert await counter.count(["hello world", "unbelievably"]) == [2, 5]
 
 
 async def test_hf_folder_is_loaded_with_transformers() -> None:

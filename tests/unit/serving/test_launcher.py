@@ -58,3 +58,16 @@ def test_server_dies_with_a_killed_parent(tmp_path) -> None:
         parent.stdout.close()
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_server_started_from_a_worker_thread_survives_the_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = LlamaCppServer("bundled:smollm2", n_threads=1)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(server.start).result()
+    try:
+        time.sleep(2.5)  # longer than the guard's check interval
+        assert httpx.get(server.url + "/v1/models").status_code == 200
+    finally:
+        server.stop()
