@@ -3,6 +3,7 @@ from a real llama.cpp backend, in both context modes."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -27,6 +28,7 @@ BAKERY = ("Marlow's bakery opens at six in the morning. Its famous loaf is a rye
           "baked with caraway seeds, and the bakers proof the dough for eighteen hours.")
 
 
+@functools.cache  # fpdf2 stamps the creation time: the same file must be the same bytes
 def pdf_bytes(text: str) -> bytes:
     pdf = FPDF()
     pdf.add_page()
