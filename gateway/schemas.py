@@ -58,6 +58,7 @@ class _Sampling(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    user: str | None = None
 
 
 class RagateOptions(BaseModel):

@@ -134,6 +134,8 @@ class KnowledgeConfig(_Strict):
 
 class RoutingOptions(_Strict):
     epsilon: float = Field(default=0.25, gt=0, description="Load bound: (1 + epsilon) x mean")
+    load_slack: int = Field(default=2, ge=0, description="cache_aware: requests allowed above "
+                            "the bound, so a conversation keeps its cache through small swings")
     block_chars: int = Field(default=64, ge=8, description="cache_aware index block size")
     max_index_blocks: int = Field(default=200_000, ge=100, description="Prefix index cap")
 

@@ -100,14 +100,17 @@ async def chat_completions(request: Request) -> Response:
                 await turn.release()
             raise
         ctx.extra.update(knowledge_base=use.knowledge_base, passages=len(sources.passages))
-    routing = await _routing_request(services, route, ctx, conversation_id, data["messages"])
+    # sticky routing keys on the stored conversation, else a stateless client's own session
+    # (X-Session-Id, or OpenAI's `user` field)
+    session = conversation_id or request.headers.get("x-session-id") or body.user
+    routing = await _routing_request(services, route, ctx, session, data["messages"])
     response = await services.proxy.forward(
         ctx, route, "/v1/chat/completions", data,
         openai_params=OPENAI_CHAT_PARAMS, routing=routing, turn=turn,
         extras={"sources": sources.to_api()} if sources is not None else None,
     )
-    if conversation_id and ctx.backend and ctx.backend != routing.hint:
-        await services.hints.set(route.name, conversation_id, ctx.backend)
+    if session and ctx.backend and ctx.backend != routing.hint:
+        await services.hints.set(route.name, session, ctx.backend)
     return response
 
 

@@ -1,8 +1,10 @@
 """``cache_aware``: the longest cached prefix wins, within a load bound; misses spread.
 
 For each request, over the *full* templated prompt (system + history + new message):
-1. load bound: an endpoint may take the request only if its load (in-flight + waiting in
-   the backend's own queue) stays within ``ceil((1 + epsilon) * (total + 1) / n)``;
+1. load bound: an endpoint may take the request only if its load (our in-flight count, or
+   the backend's own queue when that is longer) stays within
+   ``ceil((1 + epsilon) * (total + 1) / n) + load_slack``: the absolute slack keeps a
+   conversation on its cache through the ordinary swings of a few requests in flight;
 2. the leading blocks that are not this session's own (sent by several sessions, or last
    by another one: a shared system prompt or persona) are set aside: every backend ends
    up holding them, so they must not attract traffic (that is how one persona sent all
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 
 from gateway.routing.hashing import block_hashes, stable_hash
 from gateway.routing.prefix_index import PrefixIndex
-from gateway.routing.session import bounded_walk, load_cap
+from gateway.routing.session import bounded_walk, load_cap, load_of
 from gateway.routing.views import EndpointView, RoutingRequest
 
 
@@ -39,6 +41,7 @@ class CacheAware:
         block_chars: int = 64,
         max_blocks: int = 200_000,
         epsilon: float = 0.25,
+        load_slack: int = 2,
         kv_high: float = 0.95,
         min_senders: int = 2,
     ) -> None:
@@ -46,6 +49,7 @@ class CacheAware:
             raise ValueError("block_chars must be >= 1 and epsilon > 0")
         self.block_chars = block_chars
         self.epsilon = epsilon
+        self.load_slack = load_slack
         self.kv_high = kv_high
         self.min_senders = min_senders
         self.index = PrefixIndex(max_blocks)
@@ -58,8 +62,8 @@ class CacheAware:
 
     def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
         loaded = [self._load(e) for e in endpoints]
-        cap = load_cap(loaded, self.epsilon)
-        fits = [e for e in loaded if (e.in_flight + e.waiting + 1) / e.weight <= cap] or loaded
+        cap = load_cap(loaded, self.epsilon, self.load_slack)
+        fits = [e for e in loaded if load_of(e) + 1 / e.weight <= cap] or loaded
         blocks = block_hashes(request.prompt or "", self.block_chars)
         key = request.session_key or request.first_user or request.request_id or ""
         sender = stable_hash(key)
@@ -67,10 +71,8 @@ class CacheAware:
         private = {e.name: max(self.index.match(e.name, blocks) - shared, 0) for e in fits}
         if request.hint in private:
             private[request.hint] = max(private[request.hint], len(blocks) - shared)
-        home = bounded_walk(fits, key, self.epsilon).name
-        best = max(fits, key=lambda e: (private[e.name],
-                                        -(e.in_flight + e.waiting) / e.weight,
-                                        e.name == home))
+        home = bounded_walk(fits, key, self.epsilon, slack=self.load_slack).name
+        best = max(fits, key=lambda e: (private[e.name], -load_of(e), e.name == home))
         chosen = best if private[best.name] > 0 else next(e for e in fits if e.name == home)
         self.index.insert(chosen.name, blocks, sender)
         matches = {e.name: shared + private[e.name] for e in fits}

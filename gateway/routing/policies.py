@@ -71,8 +71,8 @@ class LeastOutstanding:
         if len(endpoints) == 1:
             return endpoints[0]
         a, b = self._rng.sample(list(endpoints), 2)
-        load_a = (a.in_flight + a.waiting) / a.weight
-        load_b = (b.in_flight + b.waiting) / b.weight
+        load_a = max(a.in_flight, a.waiting) / a.weight
+        load_b = max(b.in_flight, b.waiting) / b.weight
         if load_a == load_b:
             return a  # random already: sample() order is random
         return a if load_a < load_b else b
@@ -81,6 +81,7 @@ class LeastOutstanding:
 @dataclass(frozen=True)
 class PolicyOptions:
     epsilon: float = 0.25  # session, cache_aware: load bound (1 + epsilon) x mean
+    load_slack: int = 2  # cache_aware: requests allowed above that bound
     block_chars: int = 64  # cache_aware: prefix index granularity (~16 tokens)
     max_index_blocks: int = 200_000  # cache_aware, sglang_like: index size cap (entries)
 
@@ -99,7 +100,7 @@ def make_policy(policy: Policy, options: PolicyOptions | None = None) -> Routing
         return Session(epsilon=o.epsilon)
     if policy is Policy.CACHE_AWARE:
         return CacheAware(block_chars=o.block_chars, max_blocks=o.max_index_blocks,
-                          epsilon=o.epsilon)
+                          epsilon=o.epsilon, load_slack=o.load_slack)
     if policy is Policy.SGLANG_LIKE:
         return SglangLike(max_blocks=o.max_index_blocks)
     raise ValueError(f"unknown routing policy {policy!r}")

@@ -27,22 +27,27 @@ def _ring(names: tuple[str, ...], vnodes: int) -> tuple[list[int], list[str]]:
 
 
 def load_of(endpoint: EndpointView) -> float:
-    return (endpoint.in_flight + endpoint.waiting) / endpoint.weight
+    """Requests on an endpoint per unit of weight. Our in-flight count already includes
+    our requests queued inside the backend; its scraped queue also holds other replicas'
+    requests: the larger of the two counts each request once."""
+    return max(endpoint.in_flight, endpoint.waiting) / endpoint.weight
 
 
-def load_cap(endpoints: Sequence[EndpointView], epsilon: float) -> float:
-    """The most load one endpoint may have after taking one more request."""
+def load_cap(endpoints: Sequence[EndpointView], epsilon: float, slack: int = 0) -> float:
+    """The most load one endpoint may have after taking one more request:
+    ``ceil((1 + epsilon) * (total + 1) / n) + slack``."""
     total = sum(load_of(e) for e in endpoints) + 1
-    return max(1.0, math.ceil((1 + epsilon) * total / len(endpoints)))
+    return max(1.0, math.ceil((1 + epsilon) * total / len(endpoints))) + slack
 
 
 def bounded_walk(
-    endpoints: Sequence[EndpointView], key: str, epsilon: float, vnodes: int = 128
+    endpoints: Sequence[EndpointView], key: str, epsilon: float, vnodes: int = 128,
+    slack: int = 0,
 ) -> EndpointView:
     """The first endpoint clockwise from ``key`` whose load stays under the cap."""
     by_name = {e.name: e for e in endpoints}
     hashes, owners = _ring(tuple(sorted(by_name)), vnodes)
-    cap = load_cap(endpoints, epsilon)
+    cap = load_cap(endpoints, epsilon, slack)
     start = bisect.bisect(hashes, stable_hash(key))
     seen: set[str] = set()
     for i in range(len(owners)):

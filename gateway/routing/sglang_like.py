@@ -38,7 +38,7 @@ class SglangLike:
         self.index = PrefixIndex(max_blocks)
 
     def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
-        loads = {e.name: e.in_flight + e.waiting for e in endpoints}
+        loads = {e.name: max(e.in_flight, e.waiting) for e in endpoints}
         high, low = max(loads.values()), min(loads.values())
         text = request.first_message if request.first_message is not None else (
             request.prompt or "")

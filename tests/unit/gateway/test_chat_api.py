@@ -313,3 +313,25 @@ async def test_stream_that_dies_before_first_byte_is_retried(fleet: FakeFleet,
         r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert "error" not in r.text and r.text.endswith("data: [DONE]\n\n")
     assert fleet.chat_calls() == ["a:1", "b:1"]
+
+
+@pytest.mark.parametrize("how", ["header", "user"])
+async def test_stateless_session_key_makes_routing_sticky(fleet: FakeFleet, make_client,
+                                                          how: str) -> None:
+    urls = [fleet.add(f"b{i}:1", lambda req: httpx.Response(200, json=chat_reply()))
+            for i in range(4)]
+    async with make_client(one_model(*urls, policy="session")) as (client, _):
+        served = {}
+        for session in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            seen = set()
+            for _ in range(3):
+                if how == "header":
+                    r = await client.post("/v1/chat/completions", json=CHAT,
+                                          headers={"X-Session-Id": session})
+                else:
+                    r = await client.post("/v1/chat/completions", json={**CHAT, "user": session})
+                assert r.status_code == 200
+                seen.add(r.headers["x-ragate-backend"])
+            assert len(seen) == 1, f"{session} moved: {seen}"
+            served[session] = seen.pop()
+    assert len(set(served.values())) > 1
