@@ -60,61 +60,47 @@ class Proxy:
         the turn is released (its lock freed) on every path, streamed or not.
         """
         try:
-            return await self._forward(ctx, route, path, data, openai_params, routing, turn,
-                                       extras)
+            stream = bool(data.get("stream"))
+            client_wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+            payload = {k: v for k, v in data.items() if k not in GATEWAY_FIELDS}
+            if stream:
+                payload["stream_options"] = {**(data.get("stream_options") or {}),
+                                             "include_usage": True}
+            ctx.model, ctx.stream = route.name, stream
+
+            def shape(target: Target) -> dict[str, Any]:
+                if target.backend.kind is BackendKind.OPENAI:
+                    return {k: v for k, v in payload.items() if k in openai_params}
+                return payload
+
+            # llama-cpp-python answers 400 to an X-Request-Id that is not a UUID: forward
+            # the id only in that form (it is still echoed to the client whatever it is)
+            forwarded = {"x-request-id": ctx.request_id} if _UUID.match(ctx.request_id) else None
+            reply = await dispatch(
+                route, path, shape, stream=stream, request=routing, config=self.pool_config,
+                headers=forwarded,
+            )
+            ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
+            if reply.attempts > 1:
+                self.metrics.retries.labels(route.name).inc(reply.attempts - 1)
+            headers = {"x-ragate-backend": reply.backend.name}
+            if turn is not None:
+                headers.update(turn.headers())
+            if not stream:
+                response = self._json_reply(ctx, reply, headers, extras)
+                self.feedback(route, ctx)
+                if turn is not None:
+                    await self._commit_json(turn, response.body)
+                    await turn.release()
+                return response
+            relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn,
+                             on_usage=lambda: self.feedback(route, ctx), extras=extras)
+            return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
+                                 headers={**SSE_HEADERS, **headers})
         except BaseException:
             if turn is not None:
                 await turn.release()
             raise
-
-    async def _forward(
-        self,
-        ctx: RequestContext,
-        route: ModelRoute,
-        path: str,
-        data: dict[str, Any],
-        openai_params: frozenset[str],
-        routing: RoutingRequest,
-        turn: ChatTurn | None,
-        extras: dict[str, Any] | None,
-    ) -> Response:
-        stream = bool(data.get("stream"))
-        client_wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-        payload = {k: v for k, v in data.items() if k not in GATEWAY_FIELDS}
-        if stream:
-            payload["stream_options"] = {**(data.get("stream_options") or {}),
-                                         "include_usage": True}
-        ctx.model, ctx.stream = route.name, stream
-
-        def shape(target: Target) -> dict[str, Any]:
-            if target.backend.kind is BackendKind.OPENAI:
-                return {k: v for k, v in payload.items() if k in openai_params}
-            return payload
-
-        # llama-cpp-python answers 400 to an X-Request-Id that is not a UUID: forward
-        # the id only in that form (it is still echoed to the client whatever it is)
-        forwarded = {"x-request-id": ctx.request_id} if _UUID.match(ctx.request_id) else None
-        reply = await dispatch(
-            route, path, shape, stream=stream, request=routing, config=self.pool_config,
-            headers=forwarded,
-        )
-        ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
-        if reply.attempts > 1:
-            self.metrics.retries.labels(route.name).inc(reply.attempts - 1)
-        headers = {"x-ragate-backend": reply.backend.name}
-        if turn is not None:
-            headers.update(turn.headers())
-        if not stream:
-            response = self._json_reply(ctx, reply, headers, extras)
-            self.feedback(route, ctx)
-            if turn is not None:
-                await self._commit_json(turn, response.body)
-                await turn.release()
-            return response
-        relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn,
-                         on_usage=lambda: self.feedback(route, ctx), extras=extras)
-        return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **headers})
 
     def feedback(self, route: ModelRoute, ctx: RequestContext) -> None:
         """Tell a cache-aware policy what the backend reported it had cached."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api.deps import ChatPrincipal, ServicesDep
 from gateway.auth import Principal
+from gateway.conversations.models import export_record
 from gateway.conversations.service import ConversationService
 from gateway.conversations.store import split_turns
 from gateway.errors import GatewayError, NotFoundError
@@ -150,6 +151,4 @@ async def export(conversation_id: str, services: ServicesDep,
 async def export_conversation(service: ConversationService, principal: Principal,
                               conversation_id: str) -> dict[str, Any]:
     conversation = await service.get(principal, conversation_id)
-    items = (await service.store.items(conversation_id)).data
-    return {**conversation.to_api(), "object": "conversation.export",
-            "items": [i.to_api() for i in items]}
+    return export_record(conversation, (await service.store.items(conversation_id)).data)

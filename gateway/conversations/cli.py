@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.conversations.factory import open_store
+from gateway.conversations.models import export_record
 from gateway.conversations.store import ConversationStore
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings, load_settings
@@ -103,9 +104,7 @@ def export(config: str | None, conversation_id: str, output: Any) -> None:
         conversation = await store.get(conversation_id)
         if conversation is None:
             return None
-        items = (await store.items(conversation_id)).data
-        return {**conversation.to_api(), "object": "conversation.export",
-                "items": [i.to_api() for i in items]}
+        return export_record(conversation, (await store.items(conversation_id)).data)
 
     data = _run(config, action)
     if data is None:

@@ -104,6 +104,12 @@ class Conversation:
         )
 
 
+def export_record(conversation: Conversation, items: list[Item]) -> dict[str, Any]:
+    """A conversation with all its items, as the API and the CLI export it."""
+    return {**conversation.to_api(), "object": "conversation.export",
+            "items": [i.to_api() for i in items]}
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     data: list[Any]
