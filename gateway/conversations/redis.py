@@ -22,9 +22,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, new_id, now
-from gateway.conversations.store import Order, StoreUnavailableError, turn_of_append
-from gateway.errors import ConflictError, NotFoundError
+from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
+from gateway.conversations.store import (
+    ConversationBusyError,
+    Order,
+    StoreUnavailableError,
+    record_append,
+)
+from gateway.errors import NotFoundError
 
 # delete / extend the lock only if we still own it
 _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -173,21 +178,9 @@ class RedisConversationStore:
             raise NotFoundError(f"conversation {conversation_id} not found")
         items_key = self._k("items", conversation_id)
         last = await self._call(self.redis.lindex(items_key, -1))
-        seq = 0 if last is None else json.loads(last)["seq"] + 1
-        turn, stamp = turn_of_append(conversation.turns, messages), now()
-        items = [
-            Item(new_id("msg"), conversation_id, seq + offset, turn, str(m.get("role")),
-                 dict(m), stamp, status)
-            for offset, m in enumerate(messages)
-        ]
-        conversation.turns = turn + 1
-        conversation.updated_at = stamp
-        if self.ttl_s:
-            conversation.expires_at = stamp + self.ttl_s
-        if last_prompt is not None:
-            conversation.last_prompt = list(last_prompt)
-        if summary is not None:
-            conversation.summary = summary
+        items = record_append(
+            conversation, messages, first_seq=0 if last is None else json.loads(last)["seq"] + 1,
+            status=status, last_prompt=last_prompt, summary=summary, ttl_s=self.ttl_s)
         pipe = self.redis.pipeline(transaction=True)
         if items:
             pipe.rpush(items_key, *(json.dumps(i.to_dict()) for i in items))
@@ -218,9 +211,7 @@ class RedisConversationStore:
         delay = 0.01
         while not await self._call(self.redis.set(key, token, nx=True, px=self.lock_ttl_ms)):
             if loop.time() >= deadline:
-                raise ConflictError(
-                    f"conversation {conversation_id} is busy with another request",
-                    code="conversation_busy")
+                raise ConversationBusyError(conversation_id)
             await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
             delay = min(delay * 2, 0.25)
         renewer = loop.create_task(self._renew(key, token))

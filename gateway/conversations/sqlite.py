@@ -15,9 +15,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, new_id, now
-from gateway.conversations.store import Order, StoreUnavailableError, turn_of_append
-from gateway.errors import ConflictError, NotFoundError
+from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
+from gateway.conversations.store import (
+    ConversationBusyError,
+    Order,
+    StoreUnavailableError,
+    record_append,
+)
+from gateway.errors import NotFoundError
 
 T = TypeVar("T")
 
@@ -50,7 +55,7 @@ class SqliteConversationStore:
         self.max_turns = max_turns
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-conv")
         self._db: sqlite3.Connection | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def open(self) -> SqliteConversationStore:
         await self._run(self._open)
@@ -213,25 +218,12 @@ class SqliteConversationStore:
             row = self.db.execute(
                 "SELECT COALESCE(MAX(seq), -1) FROM items WHERE conversation_id = ?",
                 (conversation_id,)).fetchone()
-            seq, stamp = row[0] + 1, now()
-            turn = turn_of_append(conversation.turns, messages)
-            items = []
-            for offset, message in enumerate(messages):
-                item = Item(new_id("msg"), conversation_id, seq + offset, turn,
-                            str(message.get("role")), dict(message), stamp, status)
-                items.append(item)
+            items = record_append(conversation, messages, first_seq=row[0] + 1, status=status,
+                                  last_prompt=last_prompt, summary=summary, ttl_s=self.ttl_s)
             self.db.executemany(
                 "INSERT INTO items (conversation_id, seq, id, turn, data) VALUES (?, ?, ?, ?, ?)",
                 [(i.conversation_id, i.seq, i.id, i.turn, json.dumps(i.to_dict())) for i in items],
             )
-            conversation.turns = turn + 1
-            conversation.updated_at = stamp
-            if self.ttl_s:
-                conversation.expires_at = stamp + self.ttl_s
-            if last_prompt is not None:
-                conversation.last_prompt = list(last_prompt)
-            if summary is not None:
-                conversation.summary = summary
             if self.max_turns is not None:
                 self.db.execute("DELETE FROM items WHERE conversation_id = ? AND turn < ?",
                                 (conversation_id, conversation.turns - self.max_turns))
@@ -244,19 +236,24 @@ class SqliteConversationStore:
 
     @asynccontextmanager
     async def lock(self, conversation_id: str, wait_s: float) -> AsyncIterator[None]:
-        # SQLite serves one gateway process, so an in-process lock serialises fully
-        lock = self._locks.setdefault(conversation_id, asyncio.Lock())
+        # SQLite serves one gateway process, so an in-process lock serialises fully; the
+        # count of holders and waiters lets the lock go once nobody needs it
+        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
+        self._locks[conversation_id] = (lock, users + 1)
         try:
             if lock.locked() and wait_s <= 0:
-                raise TimeoutError
-            await asyncio.wait_for(lock.acquire(), timeout=wait_s if wait_s > 0 else None)
-        except TimeoutError:
-            raise ConflictError(
-                f"conversation {conversation_id} is busy with another request",
-                code="conversation_busy") from None
-        try:
-            yield
+                raise ConversationBusyError(conversation_id)
+            try:
+                await asyncio.wait_for(lock.acquire(), timeout=wait_s if wait_s > 0 else None)
+            except TimeoutError:
+                raise ConversationBusyError(conversation_id) from None
+            try:
+                yield
+            finally:
+                lock.release()
         finally:
-            lock.release()
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(conversation_id, None)
+            lock, users = self._locks[conversation_id]
+            if users == 1:
+                del self._locks[conversation_id]
+            else:
+                self._locks[conversation_id] = (lock, users - 1)

@@ -15,8 +15,16 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
-from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary
-from gateway.errors import GatewayError
+from gateway.conversations.models import (
+    Conversation,
+    Item,
+    ItemStatus,
+    Page,
+    Summary,
+    new_id,
+    now,
+)
+from gateway.errors import ConflictError, GatewayError
 
 Order = Literal["asc", "desc"]
 
@@ -65,6 +73,13 @@ class ConversationStore(Protocol):
     async def close(self) -> None: ...
 
 
+class ConversationBusyError(ConflictError):
+    code = "conversation_busy"
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"conversation {conversation_id} is busy with another request")
+
+
 def split_turns(messages: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Group messages into turns: each user message starts one; the rest follow it.
 
@@ -85,6 +100,36 @@ def turn_of_append(conversation_turns: int, messages: Sequence[dict[str, Any]]) 
     else (a tool result answering the last turn's tool call) continues the last turn."""
     opens = not messages or messages[0].get("role") == "user" or conversation_turns == 0
     return conversation_turns if opens else conversation_turns - 1
+
+
+def record_append(
+    conversation: Conversation,
+    messages: Sequence[dict[str, Any]],
+    *,
+    first_seq: int,
+    status: ItemStatus,
+    last_prompt: Sequence[tuple[str, int]] | None,
+    summary: Summary | None,
+    ttl_s: float | None,
+) -> list[Item]:
+    """The items of one append, with the conversation's bookkeeping updated in place
+    (turn count, times, expiry, last prompt, summary); each store then writes both in one
+    transaction."""
+    turn, stamp = turn_of_append(conversation.turns, messages), now()
+    items = [
+        Item(new_id("msg"), conversation.id, first_seq + offset, turn, str(m.get("role")),
+             dict(m), stamp, status)
+        for offset, m in enumerate(messages)
+    ]
+    conversation.turns = turn + 1
+    conversation.updated_at = stamp
+    if ttl_s:
+        conversation.expires_at = stamp + ttl_s
+    if last_prompt is not None:
+        conversation.last_prompt = list(last_prompt)
+    if summary is not None:
+        conversation.summary = summary
+    return items
 
 
 def items_to_turns(items: Sequence[Item]) -> list[list[Item]]:

@@ -200,3 +200,20 @@ async def test_redis_gone_is_a_clear_503() -> None:
         assert err.value.status_code == 503
     finally:
         await store.close()
+
+
+async def test_sqlite_locks_are_forgotten_when_nobody_holds_them(tmp_path: Path) -> None:
+    store = await SqliteConversationStore(tmp_path / "c.db").open()
+    try:
+        async def hold() -> None:
+            async with store.lock("conv_a", wait_s=5):
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(hold(), hold(), hold())
+        with pytest.raises(ConflictError):
+            async with store.lock("conv_b", wait_s=5):
+                async with store.lock("conv_b", wait_s=0):
+                    pass
+        assert store._locks == {}
+    finally:
+        await store.close()
