@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api import admin, conversations, health, knowledge, openai
-from gateway.api.hotpath import HotPathMiddleware
+from gateway.api.hotpath import HotPathMiddleware, error_response
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
 from gateway.conversations.factory import open_store
@@ -113,10 +113,7 @@ def create_app(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        ctx = request.scope.get("state", {}).get("ctx")
-        if ctx is not None:
-            ctx.error = exc.message
-        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+        return error_response(request.scope, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

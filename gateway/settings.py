@@ -262,7 +262,7 @@ class Settings(BaseSettings):
         backend_names: dict[str, str] = {}
         for model in self.models:
             for backend in model.backends:
-                name = backend.name or _host_port(backend.url)
+                name = backend_name(backend)
                 seen = backend_names.get(name)
                 # one server may serve several models; a name reused for another URL is ambiguous
                 if seen is not None and seen != backend.url:

@@ -34,10 +34,15 @@ class HotPathMiddleware:
             return
         request = Request(scope, receive)
         try:
-            response = await endpoint(request)
+            response: Response = await endpoint(request)
         except GatewayError as exc:
-            ctx = scope.get("state", {}).get("ctx")
-            if ctx is not None:
-                ctx.error = exc.message
-            response = JSONResponse(exc.to_body(), status_code=exc.status_code)
+            response = error_response(scope, exc)
         await response(scope, receive, send)
+
+
+def error_response(scope: Scope, exc: GatewayError) -> JSONResponse:
+    """The OpenAI error body for ``exc``, noted in the request's log line."""
+    ctx = scope.get("state", {}).get("ctx")
+    if ctx is not None:
+        ctx.error = exc.message
+    return JSONResponse(exc.to_body(), status_code=exc.status_code)

@@ -8,13 +8,12 @@ from fastapi import APIRouter, File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminPrincipal, ServicesDep
-from gateway.errors import BadRequestError, PayloadTooLargeError
+from gateway.errors import BadRequestError
+from gateway.knowledge.context import Sources
 from gateway.knowledge.service import KnowledgeDisabledError, KnowledgeService
 from gateway.services import Services
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge"])
-
-COPY_CHUNK = 1024 * 1024
 
 
 def _knowledge(services: Services) -> KnowledgeService:
@@ -93,39 +92,12 @@ async def upload(name: str, services: ServicesDep, _: AdminPrincipal,
                  files: Annotated[list[UploadFile], File(description="One or more files")]
                  ) -> dict[str, Any]:
     """Store the files and queue an ingestion job; poll ``/jobs/{id}`` for progress."""
-    import rag
-
     knowledge = _knowledge(services)
-    limits = knowledge.limits()
     if not files:
         raise BadRequestError("no files in the upload", param="files")
-    try:
-        limits.check_count(len(files))
-    except rag.UploadLimitError as exc:
-        raise PayloadTooLargeError(str(exc)) from exc
     await knowledge.get(name)  # 404 before copying anything
-    staging = knowledge.staging_dir()
-    saved: list[tuple[str, Any]] = []
-    total = 0
-    try:
-        for n, upload_file in enumerate(files):
-            filename = rag.sanitize_filename(upload_file.filename or f"upload-{n}")
-            target = staging / f"{n:04d}-{filename}"
-            size = 0
-            with target.open("wb") as out:
-                while chunk := await upload_file.read(COPY_CHUNK):
-                    size += len(chunk)
-                    total += len(chunk)
-                    limits.check_file(filename, size)
-                    limits.check_total(total)
-                    out.write(chunk)
-            saved.append((filename, target))
-    except rag.UploadLimitError as exc:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise PayloadTooLargeError(str(exc)) from exc
-    return await knowledge.ingest(name, saved)
+    staged = await knowledge.stage([(f.filename, f.file) for f in files])
+    return await knowledge.ingest(name, staged)
 
 
 @router.post("/{name}/search")
@@ -133,8 +105,6 @@ async def search(name: str, body: SearchRequest, services: ServicesDep,
                  _: AdminPrincipal) -> dict[str, Any]:
     passages = await _knowledge(services).search(
         name, body.query, top_k=body.top_k, mode=body.mode, score_threshold=body.score_threshold)
-    from gateway.knowledge.context import Sources
-
     return {"object": "list", "data": Sources(name, passages).to_api()}
 
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -29,6 +29,8 @@ from gateway.errors import (
 from gateway.settings import KnowledgeConfig
 
 log = logging.getLogger("ragate.knowledge")
+
+COPY_CHUNK = 1024 * 1024
 
 
 class KnowledgeDisabledError(GatewayError):
@@ -174,10 +176,38 @@ class KnowledgeService:
             raise NotFoundError(f"no ingestion job {job_id}", code="job_not_found")
         return job.progress().to_dict()  # type: ignore[no-any-return]
 
-    def staging_dir(self) -> Path:
-        path = self.root / ".uploads" / uuid.uuid4().hex
-        path.mkdir(parents=True)
-        return path
+    async def stage(self, uploads: Sequence[tuple[str | None, BinaryIO]]
+                    ) -> list[tuple[str, Path]]:
+        """Copy uploaded files (already spooled by the server) to a staging folder under the
+        limits, in a worker thread; on any failure nothing is left behind."""
+        import rag
+
+        limits = self.limits()
+
+        def copy() -> list[tuple[str, Path]]:
+            limits.check_count(len(uploads))
+            staging = self.root / ".uploads" / uuid.uuid4().hex
+            staging.mkdir(parents=True)
+            saved, total = [], 0
+            try:
+                for n, (given, source) in enumerate(uploads):
+                    filename = rag.sanitize_filename(given or f"upload-{n}")
+                    target = staging / f"{n:04d}-{filename}"
+                    size = 0
+                    with target.open("wb") as out:
+                        while chunk := source.read(COPY_CHUNK):
+                            size += len(chunk)
+                            total += len(chunk)
+                            limits.check_file(filename, size)
+                            limits.check_total(total)
+                            out.write(chunk)
+                    saved.append((filename, target))
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return saved
+
+        return list(await self._run(copy))
 
     async def rebuild(self, name: str, embedding_model: str | None) -> dict[str, Any]:
         import rag
