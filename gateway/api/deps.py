@@ -30,10 +30,6 @@ async def services(request: Request) -> Services:
     return services_of(request)
 
 
-async def context(request: Request) -> RequestContext:
-    return context_of(request)
-
-
 def _principal(request: Request, role: Role) -> Principal:
     principal = services_of(request).keys.authenticate(request.headers.get("authorization"))
     context_of(request).principal = principal.owner
@@ -53,6 +49,5 @@ async def admin_principal(request: Request) -> Principal:
 
 
 ServicesDep = Annotated[Services, Depends(services)]
-ContextDep = Annotated[RequestContext, Depends(context)]
 ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]

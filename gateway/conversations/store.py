@@ -130,13 +130,3 @@ def record_append(
     if summary is not None:
         conversation.summary = summary
     return items
-
-
-def items_to_turns(items: Sequence[Item]) -> list[list[Item]]:
-    turns: list[list[Item]] = []
-    for item in items:
-        if turns and turns[-1][0].turn == item.turn:
-            turns[-1].append(item)
-        else:
-            turns.append([item])
-    return turns
