@@ -13,6 +13,7 @@ import click
 from finetune.convert import TARGETS, convert_file
 from finetune.datasets import ValidationReport, validate_dataset, write_clean
 from finetune.errors import FinetuneError
+from finetune.files import read_rows
 from finetune.gguf import CONVERTER_TYPES, QUANT_TYPES
 from finetune.llamafactory import dataset_dir_of, register_dataset
 from finetune.memory import (
@@ -24,7 +25,7 @@ from finetune.memory import (
     training_estimate,
 )
 from finetune.shapes import resolve_shape
-from finetune.spec import FORMATTINGS, DatasetSpec, detect_spec
+from finetune.spec import FORMATTINGS, detect_spec
 from finetune.templates import FAMILIES, guess_family
 from finetune.tokenstats import load_tokenizer
 from finetune.train import ENGINES
@@ -137,32 +138,38 @@ def convert(src: Path, dst: Path, target: str, dataset_info: Path | None,
         click.echo(f"  skipped {issue}")
 
 
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("expected a JSON object")
+    return parsed
+
+
 @finetune.command()
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dataset-info", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--name", required=True)
 @click.option("--formatting", type=click.Choice(FORMATTINGS), default=None,
               help="Override the detected formatting.")
-@click.option("--columns", help='JSON column mapping, e.g. \'{"prompt": "question"}\'.')
-@click.option("--tags", help="JSON tag mapping for sharegpt/openai messages.")
+@click.option("--columns", callback=_json_object,
+              help="JSON column mapping, LLaMA-Factory's names to DATA's fields, e.g. "
+                   '\'{"prompt": "question", "response": "answer"}\'; it replaces every default '
+                   "column and decides the format (messages: sharegpt, else alpaca).")
+@click.option("--tags", callback=_json_object,
+              help="JSON tag mapping for sharegpt/openai messages.")
 @click.option("--ranking/--no-ranking", default=None)
 @click.option("--no-overwrite", is_flag=True, help="Fail if the entry exists.")
 def register(data: Path, dataset_info: Path, name: str, formatting: str | None,
-             columns: str | None, tags: str | None, ranking: bool | None,
-             no_overwrite: bool) -> None:
+             columns: dict[str, Any] | None, tags: dict[str, Any] | None,
+             ranking: bool | None, no_overwrite: bool) -> None:
     """Add or update DATA's entry in a dataset_info.json, then validate through it."""
-    spec = None
-    if formatting or columns or tags or ranking is not None:
-        entry = detect_spec(_rows(data)).to_entry()
-        if formatting:
-            entry["formatting"] = formatting
-        if columns:
-            entry["columns"] = json.loads(columns)
-        if tags:
-            entry["tags"] = json.loads(tags)
-        if ranking is not None:
-            entry["ranking"] = ranking
-        spec = DatasetSpec.from_entry(entry)
+    spec = detect_spec(read_rows(data), formatting=formatting, columns=columns, tags=tags,
+                       ranking=ranking)
     entry, report = register_dataset(dataset_info, name, data, spec=spec,
                                      overwrite=not no_overwrite)
     click.echo(f"{name}: " + json.dumps(entry, ensure_ascii=False))
@@ -170,12 +177,6 @@ def register(data: Path, dataset_info: Path, name: str, formatting: str | None,
     _print_report(report, 20)
     if not report.ok:
         sys.exit(1)
-
-
-def _rows(path: Path) -> list[Any]:
-    from finetune.files import read_rows
-
-    return read_rows(path)
 
 
 @finetune.command()

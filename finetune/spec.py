@@ -85,16 +85,7 @@ class DatasetSpec:
         """Read one dataset_info.json entry the way LLaMA-Factory's ``DatasetAttr.join`` does."""
         if not isinstance(entry, dict):
             raise DatasetError("a dataset_info entry must be a JSON object")
-        columns = Columns()
-        if "columns" in entry:
-            given = entry["columns"]
-            if not isinstance(given, dict):
-                raise DatasetError("'columns' must be an object")
-            unknown = sorted(set(given) - set(COLUMN_NAMES))
-            if unknown:
-                raise DatasetError(f"unknown column keys {unknown}; known: {list(COLUMN_NAMES)}")
-            # LLaMA-Factory sets every column from the block, defaulting to None.
-            columns = Columns(**{name: given.get(name) for name in COLUMN_NAMES})
+        columns = _columns_block(entry["columns"]) if "columns" in entry else Columns()
         tags = Tags()
         if "tags" in entry:
             given = entry["tags"]
@@ -141,15 +132,59 @@ class DatasetSpec:
         return replace(self, file_name=file_name)
 
 
-def detect_spec(rows: list[Any]) -> DatasetSpec:
-    """Guess the format from the keys of the first rows (alpaca, sharegpt or OpenAI messages).
+def _columns_block(given: Any) -> Columns:
+    """A ``columns`` block: LLaMA-Factory's column names mapped to the rows' field names."""
+    if not isinstance(given, dict):
+        raise DatasetError("'columns' must be an object")
+    unknown = sorted(set(given) - set(COLUMN_NAMES))
+    if unknown:
+        raise DatasetError(f"unknown column keys {unknown}; keys are LLaMA-Factory's names "
+                           f"({', '.join(COLUMN_NAMES)}), values the rows' fields")
+    for name, value in given.items():
+        if value is not None and not isinstance(value, str):
+            raise DatasetError(f"column {name!r} must name a field (a string), got {value!r}")
+    # LLaMA-Factory sets every column from the block, defaulting to None.
+    return Columns(**{name: given.get(name) for name in COLUMN_NAMES})
 
-    Only the keys the rows actually carry become columns, so the spec written by
-    ``register`` is the one LLaMA-Factory needs.
+
+def detect_spec(
+    rows: list[Any],
+    *,
+    formatting: str | None = None,
+    columns: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    ranking: bool | None = None,
+) -> DatasetSpec:
+    """Work out the spec of ``rows``; what the caller states is taken as given.
+
+    Without ``columns`` the format is guessed from the keys of the first rows (alpaca,
+    sharegpt or OpenAI messages), and only the keys the rows carry become columns, so the
+    spec written by ``register`` is the one LLaMA-Factory needs. A ``columns`` block is
+    used as it stands (like LLaMA-Factory, it replaces every default) and decides the
+    format: ``messages`` makes it sharegpt, ``prompt``/``response`` alpaca. Every field it
+    names must be in some row: LLaMA-Factory raises KeyError on a column no row has.
+    ``formatting``, ``tags`` and ``ranking`` override what is detected.
     """
     sample = [row for row in rows[:50] if isinstance(row, dict)]
     if not sample:
         raise DatasetError("cannot detect the format: no JSON object rows")
+    if columns is None:
+        spec = _detect_from_keys(sample)
+    else:
+        spec = _detect_from_columns(rows, sample, columns, formatting, tags)
+    if formatting is None and tags is None and ranking is None:
+        return spec
+    entry = spec.to_entry()
+    if formatting is not None:
+        entry["formatting"] = formatting
+    if tags is not None:
+        entry["tags"] = tags
+    if ranking is not None:
+        entry["ranking"] = ranking
+    return DatasetSpec.from_entry(entry)
+
+
+def _detect_from_keys(sample: list[dict[str, Any]]) -> DatasetSpec:
     keys: set[str] = set().union(*(row.keys() for row in sample))
     present = {key for key in keys if any(row.get(key) is not None for row in sample)}
 
@@ -162,16 +197,7 @@ def detect_spec(rows: list[Any]) -> DatasetSpec:
         first = _first_message(sample, messages_key)
         if first is None:
             continue
-        tags = OPENAI_TAGS if "role" in first and "content" in first else Tags()
-        if "role" in first and "content" in first:
-            roles = {
-                message.get("role")
-                for row in sample
-                for message in (row.get(messages_key) or [])
-                if isinstance(message, dict)
-            }
-            if "observation" in roles:
-                tags = replace(tags, observation_tag="observation")
+        tags = _message_tags(sample, messages_key, first) or Tags()
         ranking = "chosen" in present and "rejected" in present
         # Native tool_calls are read only by LLaMA-Factory's ``openai`` reader.
         formatting = "openai" if _has_tool_calls(sample, messages_key) else "sharegpt"
@@ -198,8 +224,68 @@ def detect_spec(rows: list[Any]) -> DatasetSpec:
     raise DatasetError(
         f"cannot detect the format from keys {sorted(keys)}: expected alpaca "
         "(instruction/input/output), sharegpt (conversations) or OpenAI (messages); "
-        "pass a dataset_info.json entry for custom columns"
+        "map other fields with a 'columns' block (register --columns)"
     )
+
+
+def _detect_from_columns(
+    rows: list[Any],
+    sample: list[dict[str, Any]],
+    given: dict[str, Any],
+    formatting: str | None,
+    tags: dict[str, Any] | None,
+) -> DatasetSpec:
+    columns = _columns_block(given)
+    keys: set[str] = set().union(*(row.keys() for row in rows if isinstance(row, dict)))
+    for name, key in given.items():
+        if key is not None and key not in keys:
+            raise DatasetError(f"column {name!r} maps to {key!r}, which no row has; "
+                               f"the rows have {sorted(keys)}")
+    ranking = bool(columns.chosen and columns.rejected)
+    alpaca_columns = [name for name in ("prompt", "query", "response", "history")
+                      if given.get(name)]
+    if formatting is None and columns.messages and alpaca_columns:
+        raise DatasetError(f"the columns map both 'messages' (sharegpt) and {alpaca_columns} "
+                           "(alpaca); state the formatting")
+    if formatting == "alpaca" or (formatting is None and not columns.messages):
+        if not (columns.prompt or columns.query):
+            raise DatasetError("an alpaca 'columns' block needs 'prompt' (or 'query'): the "
+                               "block replaces every default, so no prompt would be read")
+        return DatasetSpec(formatting="alpaca", ranking=ranking, columns=columns)
+    if not columns.messages:
+        raise DatasetError(f"{formatting} rows are read from the 'messages' column, which the "
+                           "'columns' block does not map")
+    first = _first_message(sample, columns.messages)
+    if first is None:
+        raise DatasetError(f"column 'messages' maps to {columns.messages!r}, which holds no "
+                           "list of message objects in the first rows")
+    found = _message_tags(sample, columns.messages, first)
+    if found is None and tags is None:
+        raise DatasetError(f"the messages in {columns.messages!r} have keys {sorted(first)}, "
+                           "neither from/value nor role/content; state the 'tags'")
+    if formatting is None:
+        # Native tool_calls are read only by LLaMA-Factory's ``openai`` reader.
+        formatting = "openai" if _has_tool_calls(sample, columns.messages) else "sharegpt"
+    return DatasetSpec(formatting=formatting, ranking=ranking, columns=columns,
+                       tags=found or Tags())
+
+
+def _message_tags(rows: list[dict[str, Any]], key: str, first: dict[str, Any]) -> Tags | None:
+    """The tags the messages use, judged by the first one; None when it has neither
+    LLaMA-Factory's from/value nor OpenAI's role/content keys."""
+    if "role" in first and "content" in first:
+        roles = {
+            message.get("role")
+            for row in rows
+            for message in (row.get(key) or [])
+            if isinstance(message, dict)
+        }
+        if "observation" in roles:
+            return replace(OPENAI_TAGS, observation_tag="observation")
+        return OPENAI_TAGS
+    if "from" in first and "value" in first:
+        return Tags()
+    return None
 
 
 def _first_message(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:

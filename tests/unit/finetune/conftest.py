@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-LF_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "llamafactory"
+# A trimmed copy of LLaMA-Factory's data/ folder (tests/data/README.md says what was kept).
+LF_DATA = Path(__file__).resolve().parents[2] / "data" / "llamafactory"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def demo_entries() -> list[str]:
     """dataset_info.json entries whose data file ships with the demo data."""
-    if not (LF_DATA / "dataset_info.json").is_file():
-        return []
     info = json.loads((LF_DATA / "dataset_info.json").read_text())
     return sorted(
         name for name, entry in info.items()
@@ -26,9 +25,7 @@ def demo_entries() -> list[str]:
 
 @pytest.fixture
 def lf_copy(tmp_path: Path) -> Path:
-    """A writable copy of the demo folder (the shared one is read-only)."""
-    if not LF_DATA.is_dir():
-        pytest.skip(f"demo data not found at {LF_DATA}")
+    """A writable copy of the demo folder, for tests that break or add files."""
     target = tmp_path / "data"
     target.mkdir()
     for source in LF_DATA.iterdir():
