@@ -200,7 +200,7 @@ def gateway_config(workdir: Path, runs: list[tuple[str, str]], fleet: list[Sim],
     config: dict[str, Any] = {
         "local_backends": [],
         "server": {"data_dir": str(workdir / "data"), "log_level": "warning"},
-        "pool": {"read_timeout_s": 300, "max_connections": 2048, "max_keepalive": 512},
+        "pool": {"read_timeout_s": 300, "max_connections": 2048},
         "models": [{**m, "tokenizer": {"source": "estimate"}} for m in models],
     }
     if redis_prefix is not None:

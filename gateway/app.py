@@ -17,13 +17,15 @@ from gateway.api import admin, conversations, health, knowledge, openai
 from gateway.api.hotpath import HotPathMiddleware, error_response
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
+from gateway.chat.pipeline import ChatPipeline
+from gateway.chat.summary import pool_completer
+from gateway.chat.upstream import Upstream
 from gateway.conversations.factory import open_store
 from gateway.conversations.service import ConversationService
-from gateway.errors import ConfigError, GatewayError, error_body
+from gateway.errors import ConfigError, GatewayError, error_body, from_validation_errors
 from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
-from gateway.proxy import Proxy
 from gateway.services import Services
 from gateway.session_hints import RedisSessionHints
 from gateway.settings import Settings, StoreKind, is_loopback
@@ -70,7 +72,6 @@ def create_app(
         keys=KeyRing(settings.auth.keys),
         pool=BackendPool(settings.pool, settings.models, transport=transport),
         metrics=metrics,
-        proxy=Proxy(settings.pool, metrics),
     )
 
     @asynccontextmanager
@@ -81,7 +82,7 @@ def create_app(
             stack.push_async_callback(services.pool.close)
             store = await open_store(settings)
             stack.push_async_callback(store.close)
-            services.conversations = ConversationService(store, settings.conversations, metrics)
+            services.conversations = ConversationService(store, settings.conversations)
             if settings.conversations.store is StoreKind.REDIS:
                 services.hints = RedisSessionHints.from_url(
                     settings.conversations.redis_url, settings.conversations.key_prefix)
@@ -92,6 +93,14 @@ def create_app(
                 await knowledge.start()
                 stack.push_async_callback(knowledge.close)
                 services.knowledge = knowledge
+            services.chat_pipeline = ChatPipeline(
+                pool=services.pool, model_config=services.model_config,
+                counter_for=services.counter_for,
+                upstream=Upstream(settings.pool, metrics, services.hints),
+                metrics=metrics, conversations=services.conversations,
+                knowledge=services.knowledge, knowledge_config=settings.knowledge,
+                summarizer=pool_completer(services.pool, settings.pool),
+            )
             yield
 
     app = FastAPI(title="ragate", version="0.1.0", lifespan=lifespan)
@@ -117,13 +126,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else str(first["msg"])
-        return JSONResponse(
-            error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400
-        )
+        return error_response(request.scope, from_validation_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

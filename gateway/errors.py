@@ -2,23 +2,32 @@
 
     GatewayError (500, api_error)
     ├── BadRequestError (400, invalid_request_error)
+    │   └── ContextLengthExceededError  (the prompt cannot fit the model's window)
     ├── AuthenticationError (401)
     ├── PermissionDeniedError (403)
-    ├── NotFoundError (404)             ── ModelNotFoundError
-    ├── ConflictError (409)
+    ├── NotFoundError (404)
+    │   ├── ModelNotFoundError
+    │   └── FeatureDisabledError        (conversations / knowledge bases not enabled)
+    ├── ConflictError (409)             ── ConversationBusyError
     ├── PayloadTooLargeError (413)
     ├── RateLimitError (429)
     ├── UpstreamError (status passed through from a backend)
     ├── BadGatewayError (502)
-    ├── NoHealthyBackendError (503)
+    ├── ServiceUnavailableError (503)
+    │   ├── NoHealthyBackendError
+    │   └── StoreUnavailableError
     └── UpstreamTimeoutError (504)
 
-ConfigError is separate: it stops start-up and never reaches a client.
+ConfigError is separate: it stops start-up and never reaches a client. The transport's
+own exceptions (``gateway.backends.transport.TransportError``) never leave the backends
+package untranslated. ``from_validation_errors`` is the one mapping from pydantic's errors
+to a 400, used by the hot path and by FastAPI's handler alike.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -67,6 +76,24 @@ class BadRequestError(GatewayError):
     code = "invalid_request"
 
 
+class ContextLengthExceededError(BadRequestError):
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="messages")
+
+
+def from_validation_errors(errors: Sequence[Any], *, skip: tuple[str, ...] = ("body",)
+                           ) -> BadRequestError:
+    """The first of pydantic's errors as a 400 whose ``param`` names the field."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(p) for p in first.get("loc", ()) if p not in skip]
+    param = ".".join(loc) or None
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
+    return BadRequestError(message, param=param, code=code)
+
+
 class AuthenticationError(GatewayError):
     status_code = 401
     type = "authentication_error"
@@ -93,10 +120,27 @@ class ModelNotFoundError(NotFoundError):
         super().__init__(f"The model '{model}' does not exist", param="model")
 
 
+class FeatureDisabledError(NotFoundError):
+    """A route or request option needs a part of the gateway that is not enabled: the same
+    404 on every route, so a client cannot tell "disabled" from "absent" by the status."""
+
+    def __init__(self, feature: str, code: str, hint: str = "", *,
+                 param: str | None = None) -> None:
+        super().__init__(f"{feature} are not enabled on this gateway{hint}", param=param,
+                         code=code)
+
+
 class ConflictError(GatewayError):
     status_code = 409
     type = "conflict_error"
     code = "conflict"
+
+
+class ConversationBusyError(ConflictError):
+    code = "conversation_busy"
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"conversation {conversation_id} is busy with another request")
 
 
 class PayloadTooLargeError(GatewayError):
@@ -130,10 +174,18 @@ class BadGatewayError(GatewayError):
     code = "bad_gateway"
 
 
-class NoHealthyBackendError(GatewayError):
+class ServiceUnavailableError(GatewayError):
     status_code = 503
     type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class NoHealthyBackendError(ServiceUnavailableError):
     code = "no_healthy_backend"
+
+
+class StoreUnavailableError(ServiceUnavailableError):
+    code = "conversation_store_unavailable"
 
 
 class UpstreamTimeoutError(GatewayError):

@@ -24,7 +24,9 @@ class Metrics:
             ["model", "backend"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.tokens = Counter(
-            "ragate_tokens", "Tokens reported by backends", ["model", "direction"], registry=r,
+            "ragate_tokens", "Tokens of replies, as the backend reported them or, when it "
+            "sent no usage, as the gateway counted them", ["model", "direction", "source"],
+            registry=r,
         )
         self.cached_tokens = Counter(
             "ragate_cached_prompt_tokens", "Prompt tokens the backend served from its cache",

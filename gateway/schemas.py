@@ -1,7 +1,8 @@
 """OpenAI wire models: what we validate on the way in, what we list on the way out.
 
 Requests are validated but forwarded as the client's own JSON (unknown sampling
-parameters included), so a backend sees exactly what the client meant.
+parameters included), so a backend sees exactly what the client meant; what each kind of
+backend accepts is ``gateway.backends.kinds``' business.
 """
 
 from __future__ import annotations
@@ -9,23 +10,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-# Fields that belong to the gateway and never reach a backend.
-GATEWAY_FIELDS = frozenset({"ragate", "conversation_id"})
-
-# Parameters of OpenAI's own API; a strict hosted backend (kind `openai`) gets only these.
-OPENAI_CHAT_PARAMS = frozenset({
-    "model", "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
-    "max_tokens", "max_completion_tokens", "n", "presence_penalty", "response_format", "seed",
-    "stop", "stream", "stream_options", "temperature", "top_p", "tools", "tool_choice",
-    "parallel_tool_calls", "user", "metadata", "store", "reasoning_effort", "modalities",
-    "prediction", "service_tier",
-})
-OPENAI_COMPLETION_PARAMS = frozenset({
-    "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs",
-    "max_tokens", "n", "presence_penalty", "seed", "stop", "stream", "stream_options",
-    "suffix", "temperature", "top_p", "user",
-})
 
 
 class ChatMessage(BaseModel):

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from gateway.auth import KeyRing
-from gateway.backends import BackendPool, dispatch
-from gateway.conversations.service import ConversationService
-from gateway.conversations.summary import completion_text
-from gateway.knowledge.service import KnowledgeService
-from gateway.metrics import Metrics
-from gateway.proxy import Proxy
-from gateway.routing import RoutingRequest
-from gateway.session_hints import LocalSessionHints, SessionHints
-from gateway.settings import ModelConfig, Settings, TokenizerSource
-from gateway.tokens import (
+from gateway.backends import BackendPool
+from gateway.chat.tokens import (
     BackendTokenizeCounter,
     EstimateCounter,
     HFTokenizerCounter,
     MessageCounter,
     TextCounter,
 )
+from gateway.conversations.service import ConversationService
+from gateway.knowledge.service import KnowledgeService
+from gateway.metrics import Metrics
+from gateway.session_hints import LocalSessionHints, SessionHints
+from gateway.settings import ModelConfig, Settings, TokenizerSource
+
+if TYPE_CHECKING:
+    from gateway.chat.pipeline import ChatPipeline
 
 
 @dataclass
@@ -32,11 +32,16 @@ class Services:
     keys: KeyRing
     pool: BackendPool
     metrics: Metrics
-    proxy: Proxy
     hints: SessionHints = field(default_factory=LocalSessionHints)
     conversations: ConversationService | None = None
     knowledge: KnowledgeService | None = None
     counters: dict[str, MessageCounter] = field(default_factory=dict)
+    chat_pipeline: ChatPipeline | None = None
+
+    @property
+    def chat(self) -> ChatPipeline:
+        assert self.chat_pipeline is not None, "built in the app's lifespan"
+        return self.chat_pipeline
 
     def model_config(self, name: str) -> ModelConfig:
         found = next((m for m in self.settings.models if m.name == name), None)
@@ -63,25 +68,12 @@ class Services:
         elif source is TokenizerSource.ESTIMATE:
             text = EstimateCounter()
         else:
-            targets = self.pool.route(model.name).targets
-            if targets:
-                first = targets[0]
-                text = BackendTokenizeCounter(first.backend.client, first.backend.kind,
-                                              first.request_model)
-            else:
-                text = EstimateCounter()
+            first = next((t for t in self.pool.route(model.name).targets
+                          if t.backend.dialect.tokenize is not None), None)
+            text = EstimateCounter() if first is None else BackendTokenizeCounter(
+                first.backend.client, first.backend.dialect, first.request_model)
         return self._wrap(model.name, text, model.tokenizer.per_message_overhead)
 
     def _wrap(self, model: str, text: TextCounter, overhead: int) -> MessageCounter:
         fallbacks = self.metrics.token_count_fallbacks.labels(model)
         return MessageCounter(text, per_message_overhead=overhead, on_fallback=fallbacks.inc)
-
-    async def complete(self, model: str, messages: list[dict[str, Any]], max_tokens: int) -> str:
-        """One non-streamed chat completion through the pool (used for summaries)."""
-        route = self.pool.route(model)
-        payload = {"messages": messages, "max_tokens": max_tokens, "temperature": 0}
-        reply = await dispatch(route, "/v1/chat/completions", lambda _t: payload, stream=False,
-                               request=RoutingRequest(model=model), config=self.settings.pool)
-        return completion_text(reply.body)
-
-

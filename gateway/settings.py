@@ -22,9 +22,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.chat.truncation import Strategy
 from gateway.errors import ConfigError
 from gateway.routing import Policy
-from gateway.truncation import Strategy
 
 
 class Role(StrEnum):
@@ -116,6 +116,9 @@ class KnowledgeUse(_Strict):
     score_threshold: float = Field(default=0.0, ge=0)
     mode: ContextMode = ContextMode.TURN
     max_context_chars: int = Field(default=2400, ge=200, description="Context budget")
+    max_context_tokens: int | None = Field(
+        default=None, ge=16, description="Tokens reserved for passages in the prompt budget; "
+        "default: max_context_chars / 3, at most a third of the budget")
 
 
 class KnowledgeConfig(_Strict):
@@ -140,6 +143,15 @@ class RoutingOptions(_Strict):
     max_index_blocks: int = Field(default=200_000, ge=100, description="Prefix index cap")
 
 
+class StatelessMode(StrEnum):
+    """What happens to a request without a stored conversation that exceeds the window."""
+
+    STEPPED = "stepped"  # the stepped cut over its own messages (cache-friendly)
+    SLIDING = "sliding"  # drop the oldest turns just enough (a baseline: breaks the cache)
+    REJECT = "reject"  # 400 context_length_exceeded, as OpenAI answers
+    NONE = "none"  # pass through untouched: the backend decides
+
+
 class ModelConfig(_Strict):
     """A public model name (what clients send) mapped to a group of backends."""
 
@@ -148,8 +160,10 @@ class ModelConfig(_Strict):
     routing: RoutingOptions = Field(default_factory=RoutingOptions)
     backends: list[BackendConfig] = Field(default_factory=list)
     owned_by: str = "ragate"
-    context_window: int | None = Field(default=None, description="Needed for truncation")
+    context_window: int | None = Field(default=None, description="Needed for truncation; "
+                                       "a local llama.cpp backend's n_ctx by default")
     system_prompt: str | None = None
+    stateless: StatelessMode = StatelessMode.STEPPED
     truncation: TruncationConfig = Field(default_factory=TruncationConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     knowledge: KnowledgeUse = Field(default_factory=KnowledgeUse)
@@ -225,7 +239,8 @@ class PoolConfig(_Strict):
     read_timeout_s: float = Field(default=600.0, gt=0, description="Longest silence from a backend")
     write_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=256, ge=1)
-    max_keepalive: int = Field(default=64, ge=0)
+    keepalive_s: float = Field(default=30.0, gt=0, description="Idle pooled connections "
+                               "to a backend close after this long")
     max_attempts: int = Field(default=3, ge=1, description="Backends tried per request")
     retry_backoff_s: float = Field(default=0.05, ge=0)
     health_interval_s: float = Field(default=5.0, gt=0)
@@ -348,7 +363,3 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)
 
-
-def default_health_path(kind: BackendKind) -> str:
-    # vLLM and SGLang expose /health; llama-cpp-python and hosted APIs answer /v1/models
-    return "/health" if kind in (BackendKind.VLLM, BackendKind.SGLANG) else "/v1/models"

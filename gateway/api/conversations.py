@@ -8,11 +8,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api.deps import ChatPrincipal, ServicesDep
-from gateway.auth import Principal
-from gateway.conversations.models import export_record
 from gateway.conversations.service import ConversationService
-from gateway.conversations.store import split_turns
-from gateway.errors import GatewayError, NotFoundError
+from gateway.errors import FeatureDisabledError
 from gateway.schemas import ChatMessage
 from gateway.services import Services
 
@@ -20,12 +17,6 @@ router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 MAX_METADATA_KEYS = 16
 MAX_METADATA_VALUE = 64 * 1024  # a persona card is longer than OpenAI's 512 characters
-
-
-class StoreDisabledError(GatewayError):
-    status_code = 404
-    type = "not_found_error"
-    code = "conversations_disabled"
 
 
 def _metadata(value: dict[str, str]) -> dict[str, str]:
@@ -62,9 +53,10 @@ class NewItems(BaseModel):
     items: list[ChatMessage] = Field(min_length=1)
 
 
-def _service(services: Services) -> ConversationService:
+def conversation_service(services: Services, *, param: str | None = None
+                         ) -> ConversationService:
     if services.conversations is None:
-        raise StoreDisabledError("conversations are not enabled on this gateway")
+        raise FeatureDisabledError("conversations", "conversations_disabled", param=param)
     return services.conversations
 
 
@@ -79,44 +71,36 @@ OrderQ = Literal["asc", "desc"]
 @router.post("", status_code=200)
 async def create(body: NewConversation, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    conversation = await _service(services).create(principal, body.metadata, _dump(body.items))
-    return conversation.to_api()
+    service = conversation_service(services)
+    return (await service.create(principal, body.metadata, _dump(body.items))).to_api()
 
 
 @router.get("")
 async def list_conversations(services: ServicesDep, principal: ChatPrincipal,
                              limit: Limit = 20, after: str | None = None,
                              order: OrderQ = "desc", owner: str | None = None) -> dict[str, Any]:
-    service = _service(services)
-    # a chat key lists its own; an admin lists everyone's, or one owner's with ?owner=
-    scope = owner if principal.is_admin else principal.owner
-    page = await service.store.list_conversations(scope, limit=limit, after=after, order=order)
+    page = await conversation_service(services).list_page(principal, owner=owner, limit=limit,
+                                                     after=after, order=order)
     return page.to_api()
 
 
 @router.get("/{conversation_id}")
 async def get(conversation_id: str, services: ServicesDep,
               principal: ChatPrincipal) -> dict[str, Any]:
-    return (await _service(services).get(principal, conversation_id)).to_api()
+    return (await conversation_service(services).get(principal, conversation_id)).to_api()
 
 
 @router.post("/{conversation_id}")
 async def update(conversation_id: str, body: MetadataUpdate, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    service = _service(services)
-    await service.get(principal, conversation_id)
-    updated = await service.store.update_metadata(conversation_id, body.metadata)
-    if updated is None:
-        raise NotFoundError(f"conversation {conversation_id} not found")
-    return updated.to_api()
+    service = conversation_service(services)
+    return (await service.update_metadata(principal, conversation_id, body.metadata)).to_api()
 
 
 @router.delete("/{conversation_id}")
 async def delete(conversation_id: str, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    service = _service(services)
-    await service.get(principal, conversation_id)
-    await service.store.delete(conversation_id)
+    await conversation_service(services).delete(principal, conversation_id)
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
@@ -124,31 +108,20 @@ async def delete(conversation_id: str, services: ServicesDep,
 async def list_items(conversation_id: str, services: ServicesDep, principal: ChatPrincipal,
                      limit: Limit = 20, after: str | None = None,
                      order: OrderQ = "asc") -> dict[str, Any]:
-    service = _service(services)
-    await service.get(principal, conversation_id)
-    page = await service.store.items(conversation_id, limit=limit, after=after, order=order)
+    page = await conversation_service(services).items_page(
+        principal, conversation_id, limit=limit, after=after, order=order)
     return page.to_api()
 
 
 @router.post("/{conversation_id}/items")
 async def append_items(conversation_id: str, body: NewItems, services: ServicesDep,
                        principal: ChatPrincipal) -> dict[str, Any]:
-    service = _service(services)
-    await service.get(principal, conversation_id)
-    added = []
-    async with service.store.lock(conversation_id, service.config.lock_wait_s):
-        for turn in split_turns(_dump(body.items)):
-            added += await service.store.append_turn(conversation_id, turn)
+    added = await conversation_service(services).append(principal, conversation_id,
+                                                        _dump(body.items))
     return {"object": "list", "data": [i.to_api() for i in added]}
 
 
 @router.get("/{conversation_id}/export")
 async def export(conversation_id: str, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    return await export_conversation(_service(services), principal, conversation_id)
-
-
-async def export_conversation(service: ConversationService, principal: Principal,
-                              conversation_id: str) -> dict[str, Any]:
-    conversation = await service.get(principal, conversation_id)
-    return export_record(conversation, (await service.store.items(conversation_id)).data)
+    return await conversation_service(services).export(principal, conversation_id)

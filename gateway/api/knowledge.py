@@ -8,19 +8,16 @@ from fastapi import APIRouter, File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminPrincipal, ServicesDep
+from gateway.chat.context import Sources
 from gateway.errors import BadRequestError
-from gateway.knowledge.context import Sources
-from gateway.knowledge.service import KnowledgeDisabledError, KnowledgeService
+from gateway.knowledge.service import KnowledgeService, knowledge_service
 from gateway.services import Services
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge"])
 
 
 def _knowledge(services: Services) -> KnowledgeService:
-    if services.knowledge is None:
-        raise KnowledgeDisabledError(
-            "knowledge bases are not enabled: install ragate[rag] (knowledge.enabled)")
-    return services.knowledge
+    return knowledge_service(services.knowledge)
 
 
 class NewKnowledgeBase(BaseModel):

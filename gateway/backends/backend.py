@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.kinds import KINDS, Kind
 from gateway.backends.transport import Timeouts, Upstream, make_upstream
-from gateway.settings import BackendConfig, BackendKind, PoolConfig, default_health_path
+from gateway.settings import BackendConfig, PoolConfig
 
 
 class Backend:
@@ -32,14 +33,15 @@ class Backend:
         self.name = name
         self.url = config.url
         self.kind = config.kind
-        self.health_path = config.health_path or default_health_path(config.kind)
+        self.dialect: Kind = KINDS[config.kind]
+        self.health_path = config.health_path or self.dialect.health_path
         self.scrape_metrics = (config.scrape_metrics if config.scrape_metrics is not None
-                               else config.kind in (BackendKind.VLLM, BackendKind.SGLANG))
+                               else self.dialect.scrapes_metrics)
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.client: Upstream = make_upstream(
             config.url, headers=headers, transport=transport,
             timeouts=Timeouts(pool.connect_timeout_s, pool.read_timeout_s, pool.write_timeout_s),
-            max_connections=pool.max_connections,
+            max_connections=pool.max_connections, keepalive_s=pool.keepalive_s,
         )
         self.breaker = CircuitBreaker(pool.breaker.failure_threshold, pool.breaker.reset_timeout_s)
         self.in_flight = 0
@@ -115,6 +117,4 @@ class Target:
         """The ``model`` field the backend expects, LoRA addressing included."""
         if self.lora is None:
             return self.upstream_model
-        if self.backend.kind is BackendKind.SGLANG:
-            return f"{self.upstream_model}:{self.lora}"  # SGLang's base:adapter syntax
-        return self.lora  # vLLM (and llama.cpp aliases) serve an adapter under its own name
+        return self.backend.dialect.lora_model(self.upstream_model, self.lora)

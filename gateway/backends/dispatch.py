@@ -19,18 +19,18 @@ import anyio
 from gateway.backends.backend import Backend, Target
 from gateway.backends.pool import ModelRoute, views
 from gateway.backends.transport import (
-    UpstreamConnectError,
-    UpstreamError,
+    TransportConnectError,
+    TransportError,
+    TransportTimeoutError,
     UpstreamResponse,
-    UpstreamTimeoutError,
 )
 from gateway.errors import (
     BadGatewayError,
     GatewayError,
     NoHealthyBackendError,
+    UpstreamTimeoutError,
     upstream_error_from_response,
 )
-from gateway.errors import UpstreamTimeoutError as GatewayTimeoutError
 from gateway.routing import RoutingRequest
 from gateway.settings import PoolConfig
 
@@ -70,7 +70,7 @@ class UpstreamReply:
                         pass
             if self._response is not None:
                 await self._response.aclose()
-        except UpstreamError:
+        except TransportError:
             pass  # the reply was complete; a broken tail only costs the connection
         finally:
             self.backend.end()
@@ -176,20 +176,20 @@ async def _send(
         raise _Retryable(
             BadGatewayError(f"backend {backend.name} closed an empty stream")
         ) from exc
-    except UpstreamConnectError as exc:
+    except TransportConnectError as exc:
         await _aclose(response)
         backend.breaker.record_failure()
         backend.mark_down(f"connect error: {exc}")
         raise _Retryable(
             BadGatewayError(f"connect error: {exc}"), unreachable=True
         ) from exc
-    except UpstreamTimeoutError as exc:
+    except TransportTimeoutError as exc:
         await _aclose(response)
         backend.breaker.record_failure()
         raise _Retryable(
-            GatewayTimeoutError(f"backend {backend.name} timed out ({exc})")
+            UpstreamTimeoutError(f"backend {backend.name} timed out ({exc})")
         ) from exc
-    except UpstreamError as exc:
+    except TransportError as exc:
         await _aclose(response)
         backend.breaker.record_failure()
         raise _Retryable(BadGatewayError(f"backend {backend.name} failed: {exc}")) from exc

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from gateway.backends.backend import Backend
 from gateway.backends.load import parse_load
-from gateway.backends.transport import UpstreamError, UpstreamTimeoutError
+from gateway.backends.transport import TransportError, TransportTimeoutError
 
 log = logging.getLogger("ragate.health")
 
@@ -27,12 +27,12 @@ async def probe(backend: Backend, timeout_s: float, unhealthy_after: int = 2) ->
         response = await backend.client.request("GET", backend.health_path, timeout_s=timeout_s)
         ok = response.status_code == 200
         error = None if ok else f"health probe got HTTP {response.status_code}"
-    except UpstreamTimeoutError as exc:
+    except TransportTimeoutError as exc:
         ok, error = False, f"health probe failed: timeout ({exc})"
         if busy:
             backend.last_probe_at = time.monotonic()
             return backend.healthy
-    except UpstreamError as exc:
+    except TransportError as exc:
         ok, error = False, f"health probe failed: {exc}"
         backend.probe_failures = unhealthy_after - 1  # refused / reset: down on this probe
     backend.last_probe_at = time.monotonic()
@@ -53,7 +53,7 @@ async def scrape(backend: Backend, timeout_s: float) -> None:
     """Refresh the backend's queue length and KV usage from its /metrics."""
     try:
         response = await backend.client.request("GET", "/metrics", timeout_s=timeout_s)
-    except UpstreamError:
+    except TransportError:
         return  # the health probe reports reachability; load stays as last seen
     if response.status_code != 200:
         return

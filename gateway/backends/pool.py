@@ -136,9 +136,7 @@ class BackendPool:
         backend.removed = True
         for route in self.models.values():
             route.targets = [t for t in route.targets if t.backend is not backend]
-            forget = getattr(route.policy, "forget", None)
-            if forget is not None:
-                forget(name)
+            route.policy.forget(name)
         del self.backends[name]
         task = asyncio.get_running_loop().create_task(self._close_when_idle(backend))
         self._closing.add(task)

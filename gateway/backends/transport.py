@@ -7,13 +7,16 @@
 about 0.16 ms of CPU in aiohttp against 0.6-1.5 ms in httpx, whose connection pool checks
 every idle connection on every request. ``HttpxUpstream`` serves tests, where an
 ``httpx.MockTransport`` stands in for the network. Both translate their library's
-exceptions into the three below, so nothing above this module sees aiohttp or httpx.
+exceptions into the ``TransportError`` tree below, each in one context manager (as httpx's
+``map_httpcore_exceptions``), so nothing above this module sees aiohttp or httpx.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+import socket
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,20 +24,50 @@ import aiohttp
 import httpx
 
 
-class UpstreamError(Exception):
-    """A backend could not be talked to."""
+class TransportError(Exception):
+    """A backend could not be talked to (never a GatewayError: dispatch decides what the
+    client sees)."""
 
 
-class UpstreamConnectError(UpstreamError):
+class TransportConnectError(TransportError):
     """Nothing reached the backend (refused, unreachable, connect timeout)."""
 
 
-class UpstreamTimeoutError(UpstreamError):
-    """The backend went silent for longer than the read timeout."""
+class TransportTimeoutError(TransportError):
+    """The backend went silent for longer than the read timeout, or left written data
+    unacknowledged for longer than the write timeout."""
 
 
-class UpstreamProtocolError(UpstreamError):
+class TransportProtocolError(TransportError):
     """The connection broke or the reply was malformed after the request was sent."""
+
+
+@contextmanager
+def aiohttp_errors(what: str = "read timeout") -> Iterator[None]:
+    """aiohttp's exceptions as ours: the one place they are translated."""
+    try:
+        yield
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        raise TransportConnectError(f"{type(exc).__name__}: {exc}") from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise TransportTimeoutError(str(exc) or what) from exc
+    except aiohttp.ClientError as exc:
+        raise TransportProtocolError(f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:  # a socket error aiohttp did not wrap (ETIMEDOUT from the kernel)
+        raise TransportProtocolError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def httpx_errors() -> Iterator[None]:
+    """httpx's exceptions as ours."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            raise TransportConnectError(f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise TransportTimeoutError(f"{type(exc).__name__}: {exc}") from exc
+        raise TransportProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,24 +124,32 @@ class _AiohttpResponse:
         self.headers: Mapping[str, str] = response.headers
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        try:
+        with aiohttp_errors():
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError(str(exc) or "read timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aread(self) -> bytes:
-        try:
+        with aiohttp_errors():
             return await self._response.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError(str(exc) or "read timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         self._response.release()  # back to the pool if the body was read, else closed
+
+
+def write_timeout_socket(timeout_s: float) -> Any:
+    """A socket factory for aiohttp whose kernel gives up on data left unacknowledged for
+    ``timeout_s`` (TCP_USER_TIMEOUT): aiohttp has no write timeout of its own, and a
+    backend that stops reading would otherwise hold a request body forever."""
+    millis = max(int(timeout_s * 1000), 1)
+
+    def factory(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        if hasattr(socket, "TCP_USER_TIMEOUT") and family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, millis)
+        return sock
+
+    return factory
 
 
 class AiohttpUpstream:
@@ -118,14 +159,16 @@ class AiohttpUpstream:
         self._headers = dict(headers)
         self._timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect,
                                               sock_read=timeouts.read)
+        self._write_timeout_s = timeouts.write
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
         self._control_session: aiohttp.ClientSession | None = None
 
     def _new_session(self, limit: int) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=self._keepalive_s,
-                                         ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=limit, keepalive_timeout=self._keepalive_s, ttl_dns_cache=300,
+            socket_factory=write_timeout_socket(self._write_timeout_s))
         return aiohttp.ClientSession(
             connector=connector, headers=self._headers, timeout=self._timeout,
             auto_decompress=False, skip_auto_headers=("User-Agent",),
@@ -146,15 +189,9 @@ class AiohttpUpstream:
 
     async def stream(self, path: str, body: bytes,
                      headers: Mapping[str, str] | None = None) -> UpstreamResponse:
-        try:
+        with aiohttp_errors():
             response = await self._client().post(
                 self.base_url + path, data=body, headers={**JSON_HEADERS, **(headers or {})})
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError(str(exc) or "read timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"{type(exc).__name__}: {exc}") from exc
         return _AiohttpResponse(response)
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
@@ -164,15 +201,9 @@ class AiohttpUpstream:
             kwargs["json"] = json_body
         if timeout_s is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
-        try:
+        with aiohttp_errors("timeout"):
             async with self._control().request(method, self.base_url + path, **kwargs) as r:
                 return Reply(r.status, await r.read())
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError("timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         for session in (self._session, self._control_session):
@@ -190,59 +221,43 @@ class _HttpxResponse:
         self.headers: Mapping[str, str] = response.headers
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        try:
+        with httpx_errors():
             async for chunk in self._response.aiter_raw():
                 yield chunk
-        except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
 
     async def aread(self) -> bytes:
-        try:
+        with httpx_errors():
             return await self._response.aread()
-        except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
 
     async def aclose(self) -> None:
         await self._response.aclose()
 
 
-def _translate(exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return UpstreamConnectError(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeoutError(f"{type(exc).__name__}: {exc}")
-    return UpstreamProtocolError(f"{type(exc).__name__}: {exc}")
-
-
 class HttpxUpstream:
     def __init__(self, base_url: str, *, headers: Mapping[str, str], timeouts: Timeouts,
-                 max_connections: int, transport: httpx.AsyncBaseTransport | None = None
-                 ) -> None:
+                 max_connections: int, transport: httpx.AsyncBaseTransport | None = None,
+                 keepalive_s: float = 30.0) -> None:
         self.base_url = base_url
         self.client = httpx.AsyncClient(
             base_url=base_url, headers=dict(headers), transport=transport,
             timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.read,
                                   write=timeouts.write, pool=timeouts.connect),
-            limits=httpx.Limits(max_connections=max_connections, keepalive_expiry=30.0),
+            limits=httpx.Limits(max_connections=max_connections, keepalive_expiry=keepalive_s),
         )
 
     async def stream(self, path: str, body: bytes,
                      headers: Mapping[str, str] | None = None) -> UpstreamResponse:
         request = self.client.build_request("POST", path, content=body,
                                             headers={**JSON_HEADERS, **(headers or {})})
-        try:
+        with httpx_errors():
             return _HttpxResponse(await self.client.send(request, stream=True))
-        except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       timeout_s: float | None = None) -> Reply:
-        try:
+        with httpx_errors():
             r = await self.client.request(method, path, json=json_body,
                                           timeout=timeout_s if timeout_s is not None
                                           else httpx.USE_CLIENT_DEFAULT)
-        except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
         return Reply(r.status_code, r.content)
 
     async def aclose(self) -> None:
@@ -250,9 +265,11 @@ class HttpxUpstream:
 
 
 def make_upstream(base_url: str, *, headers: Mapping[str, str], timeouts: Timeouts,
-                  max_connections: int, transport: httpx.AsyncBaseTransport | None) -> Upstream:
+                  max_connections: int, keepalive_s: float,
+                  transport: httpx.AsyncBaseTransport | None) -> Upstream:
     if transport is not None:
         return HttpxUpstream(base_url, headers=headers, timeouts=timeouts,
-                             max_connections=max_connections, transport=transport)
+                             max_connections=max_connections, transport=transport,
+                             keepalive_s=keepalive_s)
     return AiohttpUpstream(base_url, headers=headers, timeouts=timeouts,
-                           max_connections=max_connections)
+                           max_connections=max_connections, keepalive_s=keepalive_s)

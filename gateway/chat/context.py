@@ -1,13 +1,21 @@
-"""Put retrieved passages into the prompt, and describe them as sources for the client."""
+"""Step 3: retrieval. Search the knowledge base the request may use for its newest user
+message; render what passed as one block of passages; describe them as sources.
+
+Where the block goes is assembly's business (``system`` mode: pinned after the system
+prompt; ``turn`` mode: inside the newest user message). Its size is bounded twice: by
+``max_context_chars`` in the search, and by a token reserve that truncation counts as
+pinned, so the cut never depends on what one search returned.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.settings import ContextMode
-from gateway.tokens import message_text
+from gateway.chat.tokens import MessageCounter, message_text
+from gateway.knowledge.service import KnowledgeService, knowledge_service
+from gateway.settings import ContextMode, KnowledgeUse, ModelConfig
 
 SYSTEM_TEMPLATE = (
     "Use the following passages from the knowledge base to answer. If they do not help, "
@@ -33,6 +41,69 @@ class Sources:
         } for p in self.passages]
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """What retrieval hands to assembly: the passages and how to place them."""
+
+    sources: Sources
+    mode: ContextMode
+    template: str
+    reserve_tokens: int  # what truncation sets aside for the passages, found or not
+
+    @property
+    def passages(self) -> Sequence[Any]:
+        return self.sources.passages
+
+    def block(self, question: str = "") -> str:
+        context = render_context(self.passages)
+        return self.template.format(context=context, question=question)
+
+
+def knowledge_use(model: ModelConfig, options: dict[str, Any] | None,
+                  conversation: dict[str, str]) -> KnowledgeUse:
+    """The request's options over the conversation's knowledge base over the model's."""
+    use = model.knowledge
+    if conversation.get("knowledge_base"):
+        use = use.model_copy(update={"knowledge_base": conversation["knowledge_base"]})
+    if options:
+        use = use.model_copy(update=options)
+    return use
+
+
+def reserve_tokens(use: KnowledgeUse, budget: int | None) -> int:
+    """Tokens set aside for passages: ``max_context_tokens``, else a third of a character
+    budget (about three characters a token in English; Chinese runs nearer one), never
+    more than a third of the prompt budget."""
+    if use.max_context_tokens is not None:
+        return use.max_context_tokens
+    reserve = -(-use.max_context_chars // 3)
+    return min(reserve, budget // 3) if budget else reserve
+
+
+async def retrieve(knowledge: KnowledgeService | None, use: KnowledgeUse, query: str | None,
+                   counter: MessageCounter, *, budget: int | None,
+                   system_template: str | None, turn_template: str | None) -> Retrieved:
+    """Search, then keep the best passages whose block fits the token reserve."""
+    assert use.knowledge_base is not None
+    service = knowledge_service(knowledge, param="ragate.knowledge_base")
+    passages = [] if not query else await service.search(
+        use.knowledge_base, query, top_k=use.top_k, score_threshold=use.score_threshold,
+        budget=use.max_context_chars)
+    mode = ContextMode(use.mode)
+    template = (system_template or SYSTEM_TEMPLATE) if mode is ContextMode.SYSTEM else (
+        turn_template or TURN_TEMPLATE)
+    reserve = reserve_tokens(use, budget)
+    retrieved = Retrieved(Sources(use.knowledge_base, passages), mode, template, reserve)
+    # passages come best first: drop from the end until the block (without the question,
+    # which is counted as the new message) fits its reserve
+    overhead = counter.per_message_overhead
+    while retrieved.passages and (
+            await counter.count_text(retrieved.block()) + overhead > reserve):
+        kept = Sources(use.knowledge_base, retrieved.passages[:-1])
+        retrieved = replace(retrieved, sources=kept)
+    return retrieved
+
+
 def render_context(passages: Sequence[Any]) -> str:
     blocks = []
     for i, p in enumerate(passages, start=1):
@@ -46,34 +117,3 @@ def latest_user_text(messages: Sequence[dict[str, Any]]) -> str | None:
         if message.get("role") == "user":
             return message_text(message)
     return None
-
-
-def inject_context(
-    messages: list[dict[str, Any]],
-    passages: Sequence[Any],
-    mode: ContextMode,
-    *,
-    system_template: str | None = None,
-    turn_template: str | None = None,
-) -> list[dict[str, Any]]:
-    """A new message list with the passages in the system prompt or the newest user turn."""
-    if not passages:
-        return messages
-    context = render_context(passages)
-    out = list(messages)
-    if mode is ContextMode.SYSTEM:
-        block = (system_template or SYSTEM_TEMPLATE).format(context=context)
-        first = out[0] if out else None
-        if first is not None and first.get("role") == "system" and isinstance(
-                first.get("content"), str):
-            out[0] = {**first, "content": f"{first['content']}\n\n{block}"}
-        else:
-            out.insert(0, {"role": "system", "content": block})
-        return out
-    for i in range(len(out) - 1, -1, -1):
-        if out[i].get("role") == "user":
-            question = message_text(out[i])
-            text = (turn_template or TURN_TEMPLATE).format(context=context, question=question)
-            out[i] = {**out[i], "content": text}
-            break
-    return out

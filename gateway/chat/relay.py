@@ -1,156 +1,118 @@
-"""Relay one OpenAI request to a backend: JSON whole, SSE event by event.
+"""Step 7: relay the backend's reply to the client, JSON whole or SSE event by event.
 
 The stream is passed through as the backend's own bytes, one complete SSE event at a
-time (no buffering beyond the current event). Only three things are touched: the
-``model`` field is rewritten to the public name, a usage-only chunk the client did not ask
-for is dropped (we always ask the backend for usage, for metrics), and ``[DONE]`` is
-added if the backend forgot it. A failure after the first byte ends the stream with one
-SSE error event.
+time (no buffering beyond the current event). Only these things are touched: ``model`` is
+rewritten to the public name; a usage-only chunk the client did not ask for is dropped (we
+always ask the backend for usage); when the backend sent no usage, ours is added (as
+OpenAI's usage chunk, when the client asked for one); the sources chunk goes before
+``[DONE]``, which is added if a backend that finished forgot it. A failure after the first
+byte ends the stream with one SSE error event.
+
+The relay knows nothing of conversations: it takes ``RelayHooks``. ``on_complete`` gets
+the assistant message once the reply finished (before ``[DONE]``, so a client that sends
+its next message at once finds the turn stored); ``on_interrupt`` gets the partial message
+when the stream ended any other way (client gone, backend failed); ``on_close`` runs last,
+once, however the response ended.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from starlette.responses import Response, StreamingResponse
 
-from gateway.backends import UpstreamReply, dispatch
-from gateway.backends.backend import Target
-from gateway.backends.pool import ModelRoute
-from gateway.backends.transport import UpstreamError, UpstreamTimeoutError
+from gateway.backends import UpstreamReply
+from gateway.backends.transport import TransportError, TransportTimeoutError
+from gateway.chat.usage import Usage, account, reported
 from gateway.context import RequestContext
-from gateway.conversations.service import ChatTurn
-from gateway.errors import BadGatewayError, GatewayError
-from gateway.errors import UpstreamTimeoutError as UpstreamTimeout
+from gateway.errors import BadGatewayError, GatewayError, UpstreamTimeoutError
 from gateway.metrics import Metrics
-from gateway.routing import RoutingRequest
-from gateway.schemas import GATEWAY_FIELDS
-from gateway.settings import BackendKind, PoolConfig
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
-                   r"[0-9a-fA-F]{12}$")
+Message = dict[str, Any]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 
 
-class Proxy:
-    def __init__(self, pool_config: PoolConfig, metrics: Metrics) -> None:
-        self.pool_config = pool_config
-        self.metrics = metrics
+async def _nothing(*_: Any) -> None:
+    return None
 
-    async def forward(
-        self,
-        ctx: RequestContext,
-        route: ModelRoute,
-        path: str,
-        data: dict[str, Any],
-        *,
-        openai_params: frozenset[str],
-        routing: RoutingRequest,
-        turn: ChatTurn | None = None,
-        extras: dict[str, Any] | None = None,
-    ) -> Response:
-        """Send ``data`` (the client's JSON) to a backend of ``route``; return the reply.
 
-        With a conversation ``turn``, the reply is committed to it once it finished, and
-        the turn is released (its lock freed) on every path, streamed or not.
-        """
-        try:
-            stream = bool(data.get("stream"))
-            client_wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            payload = {k: v for k, v in data.items() if k not in GATEWAY_FIELDS}
-            if stream:
-                payload["stream_options"] = {**(data.get("stream_options") or {}),
-                                             "include_usage": True}
-            ctx.model, ctx.stream = route.name, stream
+@dataclass
+class RelayHooks:
+    # our count when the backend reports none: (reply text) -> usage
+    count_usage: Callable[[str], Awaitable[Usage]]
+    on_complete: Callable[[Message], Awaitable[None]] = _nothing
+    on_interrupt: Callable[[Message], Awaitable[None]] = _nothing
+    on_close: Callable[[], Awaitable[None]] = _nothing
+    on_usage: Callable[[], None] = lambda: None  # usage known: routing feedback
+    extras: dict[str, Any] | None = None  # {"sources": [...]} for the client
 
-            def shape(target: Target) -> dict[str, Any]:
-                if target.backend.kind is BackendKind.OPENAI:
-                    return {k: v for k, v in payload.items() if k in openai_params}
-                return payload
 
-            # llama-cpp-python answers 400 to an X-Request-Id that is not a UUID: forward
-            # the id only in that form (it is still echoed to the client whatever it is)
-            forwarded = {"x-request-id": ctx.request_id} if _UUID.match(ctx.request_id) else None
-            reply = await dispatch(
-                route, path, shape, stream=stream, request=routing, config=self.pool_config,
-                headers=forwarded,
-            )
-            ctx.backend, ctx.attempts = reply.backend.name, reply.attempts
-            if reply.attempts > 1:
-                self.metrics.retries.labels(route.name).inc(reply.attempts - 1)
-            headers = {"x-ragate-backend": reply.backend.name}
-            if turn is not None:
-                headers.update(turn.headers())
-            if not stream:
-                response = self._json_reply(ctx, reply, headers, extras)
-                self.feedback(route, ctx)
-                if turn is not None:
-                    await self._commit_json(turn, response.body)
-                    await turn.release()
-                return response
-            relay = SseRelay(ctx, reply, self.metrics, client_wants_usage, turn,
-                             on_usage=lambda: self.feedback(route, ctx), extras=extras)
-            return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **headers})
-        except BaseException:
-            if turn is not None:
-                await turn.release()
-            raise
+# -- JSON -----------------------------------------------------------------------------------
 
-    def feedback(self, route: ModelRoute, ctx: RequestContext) -> None:
-        """Tell a cache-aware policy what the backend reported it had cached."""
-        feedback = getattr(route.policy, "feedback", None)
-        if feedback is None or ctx.cached_tokens is None or not ctx.prompt_tokens:
-            return
-        predicted = feedback(ctx.request_id, ctx.cached_tokens, ctx.prompt_tokens)
-        if predicted is not None:
-            self.metrics.route_predicted_cached.labels(route.name).inc(
-                predicted * ctx.prompt_tokens)
-            self.metrics.route_reported_cached.labels(route.name).inc(ctx.cached_tokens)
 
-    def _json_reply(self, ctx: RequestContext, reply: UpstreamReply,
-                    headers: dict[str, str], extras: dict[str, Any] | None = None) -> Response:
-        try:
-            body = json.loads(reply.body)
-        except ValueError as exc:
-            raise BadGatewayError(f"backend {ctx.backend} sent a reply that is not JSON") from exc
-        if isinstance(body, dict):
-            if "model" in body:
-                body["model"] = ctx.model
-            if extras:
-                body["ragate"] = extras
-            record_usage(ctx, self.metrics, body.get("usage"), body.get("timings"))
-            ttft = ctx.elapsed()  # no stream: the first token arrives with the last
-            self.metrics.ttft.labels(ctx.model, ctx.backend).observe(ttft)
-            ctx.ttft_s = ttft
-        return Response(json.dumps(body, ensure_ascii=False), status_code=reply.status_code,
+async def relay_json(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
+                     hooks: RelayHooks, headers: dict[str, str]) -> tuple[Response, Message]:
+    """The client's response and the assistant message (choice 0) it carries."""
+    try:
+        body = json.loads(reply.body)
+    except ValueError as exc:
+        raise BadGatewayError(f"backend {ctx.backend} sent a reply that is not JSON") from exc
+    if not isinstance(body, dict):
+        raise BadGatewayError(f"backend {ctx.backend} sent a reply that is not an object")
+    if "model" in body:
+        body["model"] = ctx.model
+    message = _message_of(body)
+    usage = reported(body.get("usage"), body.get("timings"))
+    if usage is None:
+        usage = await hooks.count_usage(_text_of(body))
+        body["usage"] = usage.to_api()
+    account(ctx, metrics, usage)
+    hooks.on_usage()
+    if hooks.extras:
+        body["ragate"] = hooks.extras
+    ctx.ttft_s = ctx.elapsed()  # no stream: the first token arrives with the last
+    metrics.ttft.labels(ctx.model, ctx.backend).observe(ctx.ttft_s)
+    response = Response(json.dumps(body, ensure_ascii=False), status_code=reply.status_code,
                         media_type="application/json", headers=headers)
-
-    async def _commit_json(self, turn: ChatTurn, raw: bytes | memoryview) -> None:
-        body = json.loads(bytes(raw))
-        try:
-            message = body["choices"][0]["message"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise BadGatewayError("backend reply has no message to store") from exc
-        await turn.commit(_stored_reply(message))
+    return response, message
 
 
-def _stored_reply(message: dict[str, Any]) -> dict[str, Any]:
-    """The assistant message as it will be replayed in later prompts."""
-    return _assistant(message.get("content"), message.get("tool_calls"))
+def _message_of(body: dict[str, Any]) -> Message:
+    try:
+        message = body["choices"][0].get("message") or {}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        message = {}
+    return assistant_message(message.get("content"), message.get("tool_calls"))
 
 
-def _assistant(content: str | None, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """An assistant message every backend accepts back: content may be null only beside
-    tool calls (llama.cpp rejects an empty assistant message with null content)."""
+def _text_of(body: dict[str, Any]) -> str:
+    parts = []
+    for choice in body.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message") or {}
+            parts.append(str(message.get("content") or choice.get("text") or ""))
+            for call in message.get("tool_calls") or []:
+                parts.append(json.dumps(call.get("function") or {}, ensure_ascii=False))
+    return "".join(parts)
+
+
+def assistant_message(content: str | None, tool_calls: list[Message] | None) -> Message:
+    """An assistant message every backend takes back: tool calls carry ids, and content is
+    null only beside tool calls (a kind that refuses null gets "" from its dialect)."""
     if tool_calls:
-        return {"role": "assistant", "content": content or None, "tool_calls": tool_calls}
+        calls = [{**call, "id": call.get("id") or f"call_{secrets.token_hex(12)}",
+                  "type": call.get("type") or "function"} for call in tool_calls]
+        return {"role": "assistant", "content": content or None, "tool_calls": calls}
     return {"role": "assistant", "content": content or ""}
+
+
+# -- SSE ------------------------------------------------------------------------------------
 
 
 class RelayResponse(StreamingResponse):
@@ -170,27 +132,12 @@ class RelayResponse(StreamingResponse):
                 await self._on_close()
 
 
-def record_usage(ctx: RequestContext, metrics: Metrics, usage: Any, timings: Any = None) -> None:
-    """Tokens in/out, and cached prompt tokens from ``usage.prompt_tokens_details`` or
-    llama.cpp's ``timings.cache_n``."""
-    model, backend = ctx.model or "", ctx.backend or ""
-    if isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
-        ctx.cached_tokens = timings["cache_n"]
-        metrics.cached_tokens.labels(model, backend).inc(timings["cache_n"])
-    if not isinstance(usage, dict):
-        return
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int):
-        ctx.prompt_tokens = prompt
-        metrics.tokens.labels(model, "in").inc(prompt)
-    if isinstance(completion, int):
-        ctx.completion_tokens = completion
-        metrics.tokens.labels(model, "out").inc(completion)
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if isinstance(cached, int):
-        ctx.cached_tokens = cached
-        metrics.cached_tokens.labels(model, backend).inc(cached)
+def relay_stream(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
+                 hooks: RelayHooks, headers: dict[str, str], *,
+                 client_wants_usage: bool) -> Response:
+    relay = SseRelay(ctx, reply, metrics, hooks, client_wants_usage)
+    return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
+                         headers={**SSE_HEADERS, **headers})
 
 
 def _split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -223,18 +170,20 @@ def _data_of(event: bytes) -> bytes | None:
 
 class SseRelay:
     def __init__(self, ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
-                 client_wants_usage: bool, turn: ChatTurn | None = None,
-                 on_usage: Callable[[], None] | None = None,
-                 extras: dict[str, Any] | None = None) -> None:
+                 hooks: RelayHooks, client_wants_usage: bool) -> None:
         self.ctx = ctx
-        self.extras = extras
-        self.on_usage = on_usage
         self.reply = reply
         self.metrics = metrics
+        self.hooks = hooks
         self.client_wants_usage = client_wants_usage
-        self.turn = turn
-        self.reply_text = ReplyAccumulator() if turn is not None else None
+        self.deltas = DeltaLog()
+        self.usage: Usage | None = None
         self.failed = False
+        self.completed = False  # on_complete ran: the turn is the backend's whole reply
+        self.saw_done = False
+        self.saw_finish = False
+        self.reply_id: str | None = None
+        self.created: int | None = None
         upstream = reply.target.request_model
         public = ctx.model or upstream
         self._renames: list[tuple[bytes, bytes]] = []
@@ -244,67 +193,86 @@ class SseRelay:
                     b'"model"' + sep + json.dumps(upstream).encode(),
                     b'"model"' + sep + json.dumps(public).encode(),
                 ))
-        self.saw_done = False
-        self.saw_finish = False
-        self.reply_id: str | None = None
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
-            buffer = self.reply.body
-            chunks = self.reply.chunks
-            assert chunks is not None
-            while not self.saw_done:
-                events, buffer = _split_events(buffer)
-                for event in events:
-                    if _data_of(event) == b"[DONE]":
-                        self.saw_done = True
-                        break
-                    out = self._inspect(event)
-                    if out:
-                        yield out
-                if self.saw_done:
-                    break
-                try:
-                    buffer += await chunks.__anext__()
-                except StopAsyncIteration:
-                    if buffer.strip():
-                        buffer += b"\n\n"
-                        continue
-                    break
-            if self.on_usage is not None:
-                self.on_usage()
+            async for event in self._backend_events():
+                out = self._inspect(event)
+                if out:
+                    yield out
             if not (self.saw_finish or self.saw_done):
                 yield self._fail(BadGatewayError(
                     f"backend {self.ctx.backend} closed the stream before it finished"))
                 return
-            # the reply is complete: store it before [DONE], so a client that sends its
-            # next message at once finds this turn (the lock holds it back meanwhile)
-            if self.turn is not None and self.reply_text is not None:
-                try:
-                    await self.turn.commit(self.reply_text.message())
-                except GatewayError as exc:
-                    yield self._fail(exc)
-                    return
-            if self.extras:
+            counted = await self._settle_usage()
+            try:
+                await self.hooks.on_complete(self.deltas.message())
+            except GatewayError as exc:
+                yield self._fail(exc)
+                return
+            self.completed = True
+            if self.hooks.extras:
                 # one extra chunk before [DONE], shaped like a chunk with no choices so
                 # OpenAI SDKs pass it through: {"ragate": {"sources": [...]}}
-                yield b"data: " + json.dumps({
-                    "id": self.reply_id, "object": "chat.completion.chunk",
-                    "model": self.ctx.model, "choices": [], "ragate": self.extras,
-                }, ensure_ascii=False).encode() + b"\n\n"
+                yield self._chunk({"ragate": self.hooks.extras})
+            if counted is not None and self.client_wants_usage:
+                yield self._chunk({"usage": counted.to_api()})
             yield DONE
-        except UpstreamTimeoutError as exc:
-            yield self._fail(UpstreamTimeout(
+        except TransportTimeoutError as exc:
+            yield self._fail(UpstreamTimeoutError(
                 f"backend {self.ctx.backend} went silent mid-stream ({exc})"))
-        except UpstreamError as exc:
+        except TransportError as exc:
             yield self._fail(BadGatewayError(
                 f"backend {self.ctx.backend} failed mid-stream: {exc}"))
 
+    async def _backend_events(self) -> AsyncIterator[bytes]:
+        """The backend's events up to (without) ``[DONE]``."""
+        buffer, chunks = self.reply.body, self.reply.chunks
+        assert chunks is not None
+        while True:
+            events, buffer = _split_events(buffer)
+            for event in events:
+                if _data_of(event) == b"[DONE]":
+                    self.saw_done = True
+                    return
+                yield event
+            try:
+                buffer += await chunks.__anext__()
+            except StopAsyncIteration:
+                if not buffer.strip():
+                    return
+                buffer += b"\n\n"  # a last event without its blank line
+
+    async def _settle_usage(self) -> Usage | None:
+        """Our count when the backend sent none (returned, to be sent to the client)."""
+        if self.usage is not None:
+            return None
+        self.usage = await self.hooks.count_usage(self.deltas.text())
+        account(self.ctx, self.metrics, self.usage)
+        self.hooks.on_usage()
+        return self.usage
+
     async def close(self) -> None:
-        """Free the backend and the conversation lock (RelayResponse calls this once)."""
-        await self.reply.close(failed=self.failed, drain=self.saw_done and not self.failed)
-        if self.turn is not None:
-            await self.turn.release()
+        """Record an interrupted reply, free the backend, then the caller's ``on_close``
+        (RelayResponse calls this once, shielded from cancellation)."""
+        try:
+            if not self.completed:
+                if self.usage is None:
+                    await self._settle_usage()
+                await self.hooks.on_interrupt(self.deltas.partial())
+        finally:
+            try:
+                await self.reply.close(failed=self.failed,
+                                       drain=self.saw_done and not self.failed)
+            finally:
+                await self.hooks.on_close()
+
+    def _chunk(self, fields: dict[str, Any]) -> bytes:
+        kind = "text_completion" if self.ctx.path == "/v1/completions" else (
+            "chat.completion.chunk")
+        chunk = {"id": self.reply_id, "object": kind,
+                 "created": self.created, "model": self.ctx.model, "choices": [], **fields}
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
 
     def _fail(self, error: GatewayError) -> bytes:
         self.failed = True
@@ -316,13 +284,10 @@ class SseRelay:
         data = _data_of(event)
         if data is None:
             return event  # comment / ping: pass through
-        if self.reply_text is not None:
-            self.reply_text.add(data)
-        if self.reply_id is None and self.extras and data.startswith(b"{"):
-            try:
-                self.reply_id = json.loads(data).get("id")
-            except ValueError:
-                pass
+        if b'"delta"' in data or b'"text"' in data:
+            self.deltas.add(data)
+        if self.reply_id is None and data.startswith(b"{"):
+            self._remember_ids(data)
         if self.ctx.ttft_s is None and _has_text(data):
             self.ctx.ttft_s = self.ctx.elapsed()
             self.metrics.ttft.labels(self.ctx.model, self.ctx.backend).observe(self.ctx.ttft_s)
@@ -334,45 +299,75 @@ class SseRelay:
             except ValueError:
                 chunk = None
             if isinstance(chunk, dict):
-                record_usage(self.ctx, self.metrics, chunk.get("usage"), chunk.get("timings"))
+                usage = reported(chunk.get("usage"), chunk.get("timings"))
+                if usage is not None and self.usage is None:
+                    self.usage = usage
+                    account(self.ctx, self.metrics, usage)
+                    self.hooks.on_usage()
                 if not self.client_wants_usage and not chunk.get("choices"):
                     return None  # the usage chunk we asked for on our own behalf
         for old, new in self._renames:
             event = event.replace(old, new)
         return event
 
-
-class ReplyAccumulator:
-    """Rebuilds the assistant message (choice 0) from stream deltas, tool calls included."""
-
-    def __init__(self) -> None:
-        self.content: list[str] = []
-        self.tool_calls: dict[int, dict[str, Any]] = {}
-
-    def add(self, data: bytes) -> None:
+    def _remember_ids(self, data: bytes) -> None:
         try:
             chunk = json.loads(data)
         except ValueError:
             return
-        choices = chunk.get("choices") if isinstance(chunk, dict) else None
-        for choice in choices or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.content.append(delta["content"])
-            for call in delta.get("tool_calls") or []:
-                slot = self.tool_calls.setdefault(call.get("index", 0), {
-                    "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-                if call.get("id"):
-                    slot["id"] = call["id"]
-                function = call.get("function") or {}
-                slot["function"]["name"] += function.get("name") or ""
-                slot["function"]["arguments"] += function.get("arguments") or ""
+        if isinstance(chunk, dict):
+            self.reply_id = chunk.get("id")
+            self.created = chunk.get("created")
 
-    def message(self) -> dict[str, Any]:
-        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-        return _assistant("".join(self.content), calls or None)
+
+class DeltaLog:
+    """The stream's delta chunks, kept as the backend's bytes and parsed only when the
+    assistant message or its text is asked for (at the end, once): the hot path pays one
+    list append per chunk."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def _parse(self) -> tuple[str, list[Message]]:
+        content: list[str] = []
+        calls: dict[int, Message] = {}
+        for data in self._chunks:
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            for choice in choices or []:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or choice.get("text")  # chat, or legacy
+                if text:
+                    content.append(str(text))
+                for call in delta.get("tool_calls") or []:
+                    slot = calls.setdefault(call.get("index", 0), {
+                        "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                    if call.get("id"):
+                        slot["id"] = call["id"]
+                    function = call.get("function") or {}
+                    slot["function"]["name"] += function.get("name") or ""
+                    slot["function"]["arguments"] += function.get("arguments") or ""
+        return "".join(content), [calls[i] for i in sorted(calls)]
+
+    def message(self) -> Message:
+        content, calls = self._parse()
+        return assistant_message(content, calls or None)
+
+    def partial(self) -> Message:
+        """What the user saw of a reply that was cut off: its text, no tool calls."""
+        return assistant_message(self._parse()[0], None)
+
+    def text(self) -> str:
+        content, calls = self._parse()
+        return content + "".join(json.dumps(c["function"], ensure_ascii=False) for c in calls)
 
 
 def _has_text(data: bytes) -> bool:
@@ -398,5 +393,3 @@ def _null_finish(data: bytes) -> bool:
 
 def _null_usage(data: bytes) -> bool:
     return b'"usage":null' in data or b'"usage": null' in data
-
-

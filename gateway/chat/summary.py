@@ -1,4 +1,8 @@
-"""Summaries of dropped turns, written by a model reached through the gateway's own pool."""
+"""Summaries of the turns a cut dropped (``stepped+summary``, stored conversations only).
+
+The summary is pinned and replaced only at cut points, so it changes as rarely as the cut;
+it is written by a model reached through the gateway's own pool.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from gateway.tokens import message_text
+from gateway.backends import BackendPool, dispatch
+from gateway.chat.tokens import message_text
+from gateway.conversations.models import Summary
+from gateway.routing import RoutingRequest
+from gateway.settings import PoolConfig
 
 log = logging.getLogger("ragate.summary")
 
@@ -43,6 +51,26 @@ async def summarize(
     return text or None
 
 
+async def summary_at(
+    current: Summary | None,
+    turns: Sequence[Sequence[dict[str, Any]]],
+    start: int,
+    max_tokens: int,
+    complete: Complete,
+) -> tuple[Summary | None, str]:
+    """The summary in force for a cut at ``start``: reused as is, or extended at a new cut
+    point. Returns it with the outcome (``reused``, ``ok``, ``failed``) for the metrics."""
+    if start == 0 or (current is not None and current.covers_turns == start):
+        return current, "reused"
+    covered = current.covers_turns if current and current.covers_turns < start else 0
+    previous = current.text if current is not None and covered else None
+    dropped = [m for turn in turns[covered:start] for m in turn]
+    text = await summarize(complete, previous, dropped, max_tokens)
+    if text is None:
+        return current, "failed"
+    return Summary(text, start), "ok"
+
+
 def summary_message(text: str) -> dict[str, Any]:
     return {"role": "system", "content": SUMMARY_PREFIX + text}
 
@@ -50,3 +78,19 @@ def summary_message(text: str) -> dict[str, Any]:
 def completion_text(body: bytes) -> str:
     data = json.loads(body)
     return str(data["choices"][0]["message"].get("content") or "")
+
+
+def pool_completer(pool: BackendPool, config: PoolConfig) -> Callable[[str], Complete]:
+    """``model -> complete``: one non-streamed chat completion through the pool."""
+
+    def for_model(model: str) -> Complete:
+        async def complete(messages: list[dict[str, Any]], max_tokens: int) -> str:
+            route = pool.route(model)
+            payload = {"messages": messages, "max_tokens": max_tokens, "temperature": 0}
+            reply = await dispatch(route, "/v1/chat/completions", lambda _t: payload,
+                                   stream=False, request=RoutingRequest(model=model),
+                                   config=config)
+            return completion_text(reply.body)
+        return complete
+
+    return for_model

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from gateway.backends.kinds import Kind
 from gateway.backends.transport import Upstream
-from gateway.settings import BackendKind
 
 log = logging.getLogger("ragate.tokens")
 
@@ -109,33 +109,32 @@ class HFTokenizerCounter:
 
 
 class BackendTokenizeCounter:
-    """Asks a backend to tokenize; the request shape depends on the engine."""
+    """Asks a backend to tokenize, the way its kind does (``Kind.tokenize``): each call in
+    turn until one is not 404 (llama-cpp-python and llama-server differ)."""
 
     source = "backend"
 
-    def __init__(self, client: Upstream, kind: BackendKind, model: str) -> None:
+    def __init__(self, client: Upstream, kind: Kind, model: str) -> None:
+        if kind.tokenize is None:
+            raise ValueError("this kind of backend has no tokenize endpoint")
         self.client = client
-        self.kind = kind
+        self.calls = kind.tokenize
         self.model = model
 
     async def count(self, texts: Sequence[str]) -> list[int]:
         return [await self._one(t) for t in texts]
 
     async def _one(self, text: str) -> int:
-        if self.kind is BackendKind.LLAMACPP:
-            r = await self.client.request("POST", "/extras/tokenize/count",
-                                          json_body={"input": text})
-            if r.status_code == 404:  # llama.cpp's own llama-server
-                r = await self.client.request("POST", "/tokenize", json_body={"content": text})
-        else:  # vLLM and SGLang
-            r = await self.client.request("POST", "/tokenize", json_body={
-                "model": self.model, "prompt": text, "add_special_tokens": False})
-        if r.status_code != 200:
-            raise RuntimeError(f"tokenize answered HTTP {r.status_code}")
-        body = r.json()
-        if "count" in body:
-            return int(body["count"])
-        return len(body["tokens"])
+        status = 404
+        for call in self.calls(self.model, text):
+            r = await self.client.request("POST", call.path, json_body=call.body)
+            status = r.status_code
+            if status == 200:
+                body = r.json()
+                return int(body["count"]) if "count" in body else len(body["tokens"])
+            if status != 404:
+                break
+        raise RuntimeError(f"tokenize answered HTTP {status}")
 
 
 class MessageCounter:
@@ -156,6 +155,19 @@ class MessageCounter:
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._on_fallback = on_fallback
         self._estimate = EstimateCounter()
+
+    async def count_text(self, text: str) -> int:
+        """Tokens of a bare text (a completion), without any template overhead."""
+        if not text:
+            return 0
+        try:
+            return (await self.counter.count([text]))[0]
+        except Exception as exc:  # a tokenizer failure must not fail the reply
+            log.warning("token counting via %s failed (%s); estimating",
+                        self.counter.source, exc)
+            if self._on_fallback is not None:
+                self._on_fallback()
+            return estimate_tokens(text)
 
     async def count(self, messages: Sequence[dict[str, Any]],
                     hashes: Sequence[str] | None = None) -> list[int]:

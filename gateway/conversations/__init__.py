@@ -2,12 +2,12 @@
 
 from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary
 from gateway.conversations.redis import RedisConversationStore
-from gateway.conversations.service import ChatTurn, ConversationService
+from gateway.conversations.service import ConversationService
 from gateway.conversations.sqlite import SqliteConversationStore
-from gateway.conversations.store import ConversationStore, StoreUnavailableError, split_turns
+from gateway.conversations.store import ConversationStore, split_turns
+from gateway.errors import StoreUnavailableError
 
 __all__ = [
-    "ChatTurn",
     "Conversation",
     "ConversationService",
     "ConversationStore",

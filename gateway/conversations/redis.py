@@ -23,13 +23,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
-from gateway.conversations.store import (
-    ConversationBusyError,
-    Order,
-    StoreUnavailableError,
-    record_append,
-)
-from gateway.errors import NotFoundError
+from gateway.conversations.store import Order, record_append
+from gateway.errors import ConversationBusyError, NotFoundError, StoreUnavailableError
 
 # delete / extend the lock only if we still own it
 _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "

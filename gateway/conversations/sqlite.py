@@ -16,13 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
-from gateway.conversations.store import (
-    ConversationBusyError,
-    Order,
-    StoreUnavailableError,
-    record_append,
-)
-from gateway.errors import NotFoundError
+from gateway.conversations.store import Order, record_append
+from gateway.errors import ConversationBusyError, NotFoundError, StoreUnavailableError
 
 T = TypeVar("T")
 

@@ -24,15 +24,8 @@ from gateway.conversations.models import (
     new_id,
     now,
 )
-from gateway.errors import ConflictError, GatewayError
 
 Order = Literal["asc", "desc"]
-
-
-class StoreUnavailableError(GatewayError):
-    status_code = 503
-    type = "service_unavailable"
-    code = "conversation_store_unavailable"
 
 
 class ConversationStore(Protocol):
@@ -71,13 +64,6 @@ class ConversationStore(Protocol):
     ) -> AbstractAsyncContextManager[None]: ...
 
     async def close(self) -> None: ...
-
-
-class ConversationBusyError(ConflictError):
-    code = "conversation_busy"
-
-    def __init__(self, conversation_id: str) -> None:
-        super().__init__(f"conversation {conversation_id} is busy with another request")
 
 
 def split_turns(messages: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -1,6 +1,5 @@
-"""Knowledge bases in the gateway: admin API, background ingestion, context injection."""
+"""Knowledge bases in the gateway: admin API service and background ingestion."""
 
-from gateway.knowledge.context import Sources, inject_context
-from gateway.knowledge.service import KnowledgeService
+from gateway.knowledge.service import KnowledgeService, knowledge_service
 
-__all__ = ["KnowledgeService", "Sources", "inject_context"]
+__all__ = ["KnowledgeService", "knowledge_service"]

@@ -22,6 +22,7 @@ import anyio
 from gateway.errors import (
     BadRequestError,
     ConflictError,
+    FeatureDisabledError,
     GatewayError,
     NotFoundError,
     PayloadTooLargeError,
@@ -33,10 +34,13 @@ log = logging.getLogger("ragate.knowledge")
 COPY_CHUNK = 1024 * 1024
 
 
-class KnowledgeDisabledError(GatewayError):
-    status_code = 404
-    type = "not_found_error"
-    code = "knowledge_disabled"
+def knowledge_service(service: KnowledgeService | None, *, param: str | None = None
+                      ) -> KnowledgeService:
+    """The service, or the same 404 on every route when knowledge bases are off."""
+    if service is None:
+        raise FeatureDisabledError("knowledge bases", "knowledge_disabled",
+                                   ": install ragate[rag] (knowledge.enabled)", param=param)
+    return service
 
 
 def translate(exc: Exception) -> GatewayError:

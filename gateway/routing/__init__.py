@@ -7,9 +7,9 @@ from gateway.routing.policies import (
     PolicyOptions,
     RoundRobin,
     RoutingPolicy,
-    make_policy,
 )
 from gateway.routing.prefix_index import PrefixIndex
+from gateway.routing.registry import POLICIES, make_policy
 from gateway.routing.session import Session
 from gateway.routing.sglang_like import SglangLike
 from gateway.routing.views import EndpointView, RoutingRequest
@@ -21,6 +21,7 @@ __all__ = [
     "Session",
     "SglangLike",
     "LeastOutstanding",
+    "POLICIES",
     "Policy",
     "PolicyOptions",
     "RoundRobin",

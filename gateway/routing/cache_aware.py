@@ -27,13 +27,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from gateway.routing.hashing import block_hashes, stable_hash
+from gateway.routing.policies import RoutingPolicy
 from gateway.routing.prefix_index import PrefixIndex
 from gateway.routing.session import bounded_walk, load_cap, load_of
 from gateway.routing.views import EndpointView, RoutingRequest
 
 
-class CacheAware:
+class CacheAware(RoutingPolicy):
     uses_prompt = True
+    sticky = True
 
     def __init__(
         self,

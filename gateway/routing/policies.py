@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar
 
 from gateway.routing.views import EndpointView, RoutingRequest
 
@@ -24,22 +24,33 @@ class Policy(StrEnum):
     SGLANG_LIKE = "sglang_like"
 
 
-class RoutingPolicy(Protocol):
-    uses_prompt: bool  # whether the caller must build RoutingRequest.prompt
+class RoutingPolicy:
+    """What every policy offers; the two hooks are no-ops unless a policy keeps state about
+    backends (a prefix index), so callers never probe for them."""
+
+    uses_prompt: ClassVar[bool] = False  # whether the caller must build RoutingRequest.prompt
+    sticky: ClassVar[bool] = False  # keeps a session on its backend: wants the shared hint
 
     def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
         """Pick one of ``endpoints`` (never empty)."""
-        ...
+        raise NotImplementedError
+
+    def feedback(self, request_id: str, cached_tokens: int, prompt_tokens: int
+                 ) -> float | None:
+        """The backend's reported cache hit for a request this policy routed; returns the
+        share the policy predicted (for metrics), or None when it predicts nothing."""
+        return None
+
+    def forget(self, name: str) -> None:
+        """A backend left the pool: drop what the policy knows of it."""
 
 
-class RoundRobin:
+class RoundRobin(RoutingPolicy):
     """Each endpoint in turn; a weight of w gives an endpoint w turns per cycle.
 
     The cursor counts requests, not positions, so an endpoint leaving the snapshot
     (unhealthy, tried) shifts the others by at most one turn.
     """
-
-    uses_prompt = False
 
     def __init__(self) -> None:
         self._counter = 0
@@ -55,14 +66,12 @@ class RoundRobin:
         raise AssertionError("unreachable: slot < total weight")
 
 
-class LeastOutstanding:
-    """Power of two choices over in-flight counts (per unit of weight).
+class LeastOutstanding(RoutingPolicy):
+    """Power of two choices over load (``EndpointView.load``).
 
     Sampling two and taking the less loaded avoids the herd that a global "least loaded"
     causes when several gateway replicas see the same stale counts.
     """
-
-    uses_prompt = False
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
@@ -71,11 +80,9 @@ class LeastOutstanding:
         if len(endpoints) == 1:
             return endpoints[0]
         a, b = self._rng.sample(list(endpoints), 2)
-        load_a = max(a.in_flight, a.waiting) / a.weight
-        load_b = max(b.in_flight, b.waiting) / b.weight
-        if load_a == load_b:
+        if a.load == b.load:
             return a  # random already: sample() order is random
-        return a if load_a < load_b else b
+        return a if a.load < b.load else b
 
 
 @dataclass(frozen=True)
@@ -84,23 +91,3 @@ class PolicyOptions:
     load_slack: int = 2  # cache_aware: requests allowed above that bound
     block_chars: int = 64  # cache_aware: prefix index granularity (~16 tokens)
     max_index_blocks: int = 200_000  # cache_aware, sglang_like: index size cap (entries)
-
-
-def make_policy(policy: Policy, options: PolicyOptions | None = None) -> RoutingPolicy:
-    from gateway.routing.cache_aware import CacheAware
-    from gateway.routing.session import Session
-    from gateway.routing.sglang_like import SglangLike
-
-    o = options or PolicyOptions()
-    if policy is Policy.ROUND_ROBIN:
-        return RoundRobin()
-    if policy is Policy.LEAST_OUTSTANDING:
-        return LeastOutstanding()
-    if policy is Policy.SESSION:
-        return Session(epsilon=o.epsilon)
-    if policy is Policy.CACHE_AWARE:
-        return CacheAware(block_chars=o.block_chars, max_blocks=o.max_index_blocks,
-                          epsilon=o.epsilon, load_slack=o.load_slack)
-    if policy is Policy.SGLANG_LIKE:
-        return SglangLike(max_blocks=o.max_index_blocks)
-    raise ValueError(f"unknown routing policy {policy!r}")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from gateway.routing.hashing import stable_hash
+from gateway.routing.policies import RoutingPolicy
 from gateway.routing.views import EndpointView, RoutingRequest
 
 
@@ -27,10 +28,7 @@ def _ring(names: tuple[str, ...], vnodes: int) -> tuple[list[int], list[str]]:
 
 
 def load_of(endpoint: EndpointView) -> float:
-    """Requests on an endpoint per unit of weight. Our in-flight count already includes
-    our requests queued inside the backend; its scraped queue also holds other replicas'
-    requests: the larger of the two counts each request once."""
-    return max(endpoint.in_flight, endpoint.waiting) / endpoint.weight
+    return endpoint.load
 
 
 def load_cap(endpoints: Sequence[EndpointView], epsilon: float, slack: int = 0) -> float:
@@ -63,8 +61,8 @@ def bounded_walk(
     return min(endpoints, key=load_of)  # unreachable in practice: the least loaded fits
 
 
-class Session:
-    uses_prompt = False
+class Session(RoutingPolicy):
+    sticky = True
 
     def __init__(self, epsilon: float = 0.25, vnodes: int = 128) -> None:
         if epsilon <= 0:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.routing.hashing import block_hashes
+from gateway.routing.policies import RoutingPolicy
 from gateway.routing.prefix_index import PrefixIndex
 from gateway.routing.views import EndpointView, RoutingRequest
 
 
-class SglangLike:
+class SglangLike(RoutingPolicy):
     uses_prompt = True
 
     def __init__(
@@ -38,7 +39,7 @@ class SglangLike:
         self.index = PrefixIndex(max_blocks)
 
     def choose(self, endpoints: Sequence[EndpointView], request: RoutingRequest) -> EndpointView:
-        loads = {e.name: max(e.in_flight, e.waiting) for e in endpoints}
+        loads = {e.name: e.load for e in endpoints}
         high, low = max(loads.values()), min(loads.values())
         text = request.first_message if request.first_message is not None else (
             request.prompt or "")

@@ -15,6 +15,14 @@ class EndpointView:
     waiting: int = 0  # requests queued inside the backend (scraped from its /metrics)
     kv_usage: float = 0.0  # share of the backend's KV cache in use, 0..1 (scraped)
 
+    @property
+    def load(self) -> float:
+        """Requests on the endpoint per unit of weight, the one load formula every policy
+        uses. Our in-flight count already includes our requests queued inside the backend;
+        its scraped queue also holds other replicas' requests: the larger of the two
+        counts each request once."""
+        return max(self.in_flight, self.waiting) / self.weight
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingRequest:

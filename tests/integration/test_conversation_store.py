@@ -13,8 +13,8 @@ import pytest
 from gateway.conversations.models import Conversation, ItemStatus, Summary, new_id, now
 from gateway.conversations.redis import RedisConversationStore
 from gateway.conversations.sqlite import SqliteConversationStore
-from gateway.conversations.store import ConversationStore, StoreUnavailableError
-from gateway.errors import ConflictError, NotFoundError
+from gateway.conversations.store import ConversationStore
+from gateway.errors import ConflictError, NotFoundError, StoreUnavailableError
 
 pytestmark = pytest.mark.integration
 

@@ -159,7 +159,7 @@ async def test_metrics_count_requests_latency_and_backend_state(make_client,
     assert ('ragate_request_duration_seconds_count{model="m",route="/v1/chat/completions"} 1.0'
             in text)
     assert 'ragate_time_to_first_token_seconds_count{backend="b1:8000",model="m"} 1.0' in text
-    assert 'ragate_tokens_total{direction="out",model="m"} 2.0' in text
+    assert 'ragate_tokens_total{direction="out",model="m",source="reported"} 2.0' in text
     assert 'ragate_backend_healthy{backend="b1:8000"} 1.0' in text
     assert 'ragate_backend_in_flight{backend="b1:8000"} 0.0' in text
 

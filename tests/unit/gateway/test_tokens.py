@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tokens import (
+from gateway.chat.tokens import (
     EstimateCounter,
     HFTokenizerCounter,
     MessageCounter,

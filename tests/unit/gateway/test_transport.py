@@ -10,9 +10,9 @@ import pytest
 from gateway.backends.transport import (
     AiohttpUpstream,
     Timeouts,
-    UpstreamConnectError,
-    UpstreamProtocolError,
-    UpstreamTimeoutError,
+    TransportConnectError,
+    TransportProtocolError,
+    TransportTimeoutError,
 )
 from serving import free_port
 
@@ -72,9 +72,9 @@ async def test_request_and_stream_round_trip() -> None:
 async def test_refused_connection_is_a_connect_error() -> None:
     client = upstream(f"http://127.0.0.1:{free_port()}")
     try:
-        with pytest.raises(UpstreamConnectError):
+        with pytest.raises(TransportConnectError):
             await client.stream("/v1/chat/completions", b"{}")
-        with pytest.raises(UpstreamConnectError):
+        with pytest.raises(TransportConnectError):
             await client.request("GET", "/health", timeout_s=1)
     finally:
         await client.aclose()
@@ -88,7 +88,7 @@ async def test_silent_backend_is_a_timeout() -> None:
     server, url = await serve(handler)
     client = upstream(url, read=0.3)
     try:
-        with pytest.raises(UpstreamTimeoutError):
+        with pytest.raises(TransportTimeoutError):
             await client.stream("/v1/chat/completions", b"{}")
     finally:
         await client.aclose()
@@ -106,7 +106,7 @@ async def test_connection_cut_mid_body_is_a_protocol_error() -> None:
     client = upstream(url)
     try:
         response = await client.stream("/v1/chat/completions", b"{}")
-        with pytest.raises(UpstreamProtocolError):
+        with pytest.raises(TransportProtocolError):
             async for _ in response.aiter_raw():
                 pass
         await response.aclose()

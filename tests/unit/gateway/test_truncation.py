@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.truncation import Cut, Strategy, TurnCost, Window, plan
+from gateway.chat.truncation import Cut, Strategy, TurnCost, Window, plan
 
 turn_cost = st.builds(
     lambda asked, reply: TurnCost(asked + reply, asked),
