@@ -1,9 +1,16 @@
 """Replay long conversations through the gateway against a real llama.cpp server.
 
-For each truncation strategy (none, sliding, stepped, stepped+summary) the same seeded
-conversations are sent one message at a time, streamed, through `ragate serve` in front
-of one llama-cpp-python server (SmolLM2-135M, n_ctx 2048, so the context fills). Per turn
-it records:
+For each truncation strategy the same seeded conversations are sent one message at a time,
+streamed, through `ragate serve` in front of one llama-cpp-python server (SmolLM2-135M,
+n_ctx 2048, so the context fills). Two ways a client talks:
+- ``--mode stored``: a stored conversation; the client sends only its new message
+  (strategies none, sliding, stepped, stepped+summary);
+- ``--mode stateless``: the client keeps the history and sends all of it every turn, as
+  Open WebUI, LobeChat, NextChat and SillyTavern do (strategies: the model's ``stateless``
+  setting, stepped or sliding).
+``--knowledge turn|system`` adds a knowledge base (a harbour rule book, ingested through
+the admin API) whose passages go into the newest user message or the system prompt.
+Per turn it records:
 - time to first token, measured by the client;
 - the gateway's predicted prefix reuse (`x-ragate-prefix-reuse: reused/prompt`);
 - the backend's own cache hit, read from llama-cpp-python's log line
@@ -19,6 +26,8 @@ handed back inside the next user turn).
 
     python -m bench.conversations            # about 10 minutes on 2 cores
     python -m bench.conversations --quick    # fewer turns, for a smoke run
+    python -m bench.conversations --mode stateless --strategies sliding,stepped
+    python -m bench.conversations --mode stateless --strategies sliding,stepped --knowledge turn
 """
 
 from __future__ import annotations
@@ -40,9 +49,11 @@ import httpx
 from serving import LlamaCppServer
 from tests.integration.conftest import GatewayProcess
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "llamafactory"
+# the demo rows vendored for the tests (a trimmed copy of LLaMA-Factory's data folder)
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "llamafactory"
 HIT = re.compile(rb"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens")
 STRATEGIES = ["none", "sliding", "stepped", "stepped+summary"]
+STATELESS = ["sliding", "stepped"]
 
 WORDS = ("ship harbour storm lantern rope compass island tide sail anchor crew captain map "
          "treasure gull wind wave deck mast cargo coast reef fog bell voyage chart star north "
@@ -117,18 +128,19 @@ class Run:
     turns: list[TurnResult] = field(default_factory=list)
 
 
-def send_turn(client: httpx.Client, gw: GatewayProcess, cid: str, text: str,
-              max_tokens: int, log: Path) -> TurnResult:
+def send_turn(client: httpx.Client, gw: GatewayProcess, body: dict[str, Any],
+              max_tokens: int, log: Path, reply: list[str] | None = None) -> TurnResult:
+    """One streamed turn; the reply's text is appended to ``reply`` when given."""
     offset = log.stat().st_size
     start = time.perf_counter()
     ttft = None
     with client.stream("POST", gw.url + "/v1/chat/completions", json={
         "model": "smollm2", "stream": True, "max_tokens": max_tokens, "temperature": 0,
-        "conversation_id": cid, "messages": [{"role": "user", "content": text}],
+        **body,
     }) as r:
         if r.status_code != 200:
-            body = r.read().decode(errors="replace")
-            return TurnResult(None, 0, 0, 0, 0, None, None, error=f"{r.status_code}: {body[:120]}")
+            text = r.read().decode(errors="replace")
+            return TurnResult(None, 0, 0, 0, 0, None, None, error=f"{r.status_code}: {text[:120]}")
         reused, prompt = map(int, r.headers["x-ragate-prefix-reuse"].split("/"))
         kept, stored = map(int, r.headers["x-ragate-history-turns"].split("/"))
         error = None
@@ -138,10 +150,13 @@ def send_turn(client: httpx.Client, gw: GatewayProcess, cid: str, text: str,
             chunk = json.loads(line[6:])
             if "error" in chunk:
                 error = chunk["error"]["message"]
-            elif ttft is None and chunk.get("choices"):
+                continue
+            if ttft is None and chunk.get("choices"):
                 # llama.cpp sends its first chunk (the role) with the first token, after the
                 # prefill; a reply may be empty, so any first chunk marks the first token
                 ttft = time.perf_counter() - start
+            if reply is not None and chunk.get("choices"):
+                reply.append(chunk["choices"][0].get("delta", {}).get("content") or "")
     time.sleep(0.05)  # let the server flush its log line
     with log.open("rb") as f:
         f.seek(offset)
@@ -151,28 +166,69 @@ def send_turn(client: httpx.Client, gw: GatewayProcess, cid: str, text: str,
     return TurnResult(ttft, reused, prompt, kept, stored, cached, backend_prompt, error)
 
 
+def rule_book() -> str:
+    """The knowledge base: numbered harbour rules that name the workload's words."""
+    rng = random.Random(3)
+    return "\n\n".join(
+        f"Rule {n}. " + " ".join(
+            f"Every {rng.choice(WORDS)} near the {rng.choice(WORDS)} must be checked for "
+            f"{rng.choice(WORDS)} before the {rng.choice(WORDS)} leaves." for _ in range(4))
+        for n in range(60))
+
+
+def ingest_rule_book(client: httpx.Client, gw: GatewayProcess) -> None:
+    client.post(gw.url + "/v1/knowledge_bases", json={"name": "harbour"}).raise_for_status()
+    r = client.post(gw.url + "/v1/knowledge_bases/harbour/documents",
+                    files=[("files", ("rules.txt", rule_book().encode(), "text/plain"))])
+    r.raise_for_status()
+    job_id = r.json()["job_id"]
+    while (job := client.get(f"{gw.url}/v1/knowledge_bases/jobs/{job_id}").json())[
+            "status"] not in ("done", "failed"):
+        time.sleep(0.2)
+    if job["status"] != "done":
+        raise SystemExit(f"ingestion failed: {job}")
+
+
 def run_strategy(strategy: str, server: LlamaCppServer, log: Path, conversations: list[list[str]],
-                 persona: str, max_tokens: int, workdir: Path, low_water: float) -> Run:
+                 persona: str, max_tokens: int, workdir: Path, low_water: float,
+                 mode: str = "stored", knowledge: str = "none") -> Run:
+    stateless = mode == "stateless"
+    model: dict[str, Any] = {
+        "name": "smollm2", "context_window": server.n_ctx,
+        "truncation": {"strategy": "stepped" if stateless else strategy,
+                       "reserve_completion_tokens": 128, "low_water": low_water,
+                       "summary_max_tokens": 120},
+        "stateless": strategy if stateless else "stepped",
+        "backends": [{"url": server.url, "kind": "llamacpp", "model": "smollm2"}],
+    }
+    if knowledge != "none":
+        model["knowledge"] = {"knowledge_base": "harbour", "mode": knowledge, "top_k": 3,
+                              "max_context_chars": 900}
     config = {
         "local_backends": [],
         "server": {"data_dir": str(workdir / "data"), "log_level": "warning"},
         "pool": {"read_timeout_s": 300},
-        "models": [{
-            "name": "smollm2", "context_window": server.n_ctx,
-            "truncation": {"strategy": strategy, "reserve_completion_tokens": 128,
-                           "low_water": low_water, "summary_max_tokens": 120},
-            "backends": [{"url": server.url, "kind": "llamacpp", "model": "smollm2"}],
-        }],
+        "knowledge": {"enabled": knowledge != "none"},
+        "models": [model],
     }
     gw = GatewayProcess(config, workdir).start()
     run = Run(strategy)
     try:
         with httpx.Client(timeout=300) as client:
+            if knowledge != "none":
+                ingest_rule_book(client, gw)
             for turns in conversations:
-                cid = client.post(gw.url + "/v1/conversations",
-                                  json={"metadata": {"system": persona}}).json()["id"]
+                history: list[dict[str, str]] = [{"role": "system", "content": persona}]
+                if not stateless:
+                    cid = client.post(gw.url + "/v1/conversations",
+                                      json={"metadata": {"system": persona}}).json()["id"]
                 for n, text in enumerate(turns):
-                    result = send_turn(client, gw, cid, text, max_tokens, log)
+                    question = {"role": "user", "content": text}
+                    reply: list[str] = []
+                    body = ({"messages": [*history, question]} if stateless else
+                            {"conversation_id": cid, "messages": [question]})
+                    result = send_turn(client, gw, body, max_tokens, log, reply)
+                    history += [question, {"role": "assistant", "content": "".join(reply)}]
                     run.turns.append(result)
                     print(f"  {strategy:>16} turn {n:>3}: ttft={_fmt(result.ttft_s)}s "
                           f"reuse={result.reused}/{result.prompt} "
@@ -232,7 +288,10 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=36, help="turns per conversation")
     parser.add_argument("--conversations", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--strategies", help="default: all of the mode's "
+                        f"(stored: {','.join(STRATEGIES)}; stateless: {','.join(STATELESS)})")
+    parser.add_argument("--mode", choices=["stored", "stateless"], default="stored")
+    parser.add_argument("--knowledge", choices=["none", "turn", "system"], default="none")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--low-water", type=float, default=0.5)
@@ -241,6 +300,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.turns, args.conversations = 20, 1
+    if args.strategies is None:
+        args.strategies = ",".join(STATELESS if args.mode == "stateless" else STRATEGIES)
     persona = persona_card(random.Random(args.seed))
     conversations = [workload(args.seed + i, args.turns) for i in range(args.conversations)]
     workdir = Path(tempfile.mkdtemp(prefix="ragate-bench-conv-"))
@@ -254,7 +315,9 @@ def main() -> None:
             sub = workdir / f"run{i}"
             sub.mkdir()
             rows.append(summarize(run_strategy(strategy, server, log, conversations, persona,
-                                               args.max_tokens, sub, args.low_water)))
+                                               args.max_tokens, sub, args.low_water,
+                                               args.mode, args.knowledge)))
+    print(f"mode {args.mode}, knowledge {args.knowledge}, {args.turns} turns")
     print(table(rows))
     by = {r["strategy"]: r for r in rows}
     if "sliding" in by and "stepped" in by and by["stepped"]["ttft_mean_s"]:

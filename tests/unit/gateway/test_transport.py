@@ -113,3 +113,37 @@ async def test_connection_cut_mid_body_is_a_protocol_error() -> None:
     finally:
         await client.aclose()
         server.close()
+
+
+def test_connections_carry_the_write_timeout_as_tcp_user_timeout() -> None:
+    """aiohttp has no write timeout: the kernel's TCP_USER_TIMEOUT gives up on data a
+    backend leaves unacknowledged for write_timeout_s."""
+    import socket
+
+    from gateway.backends.transport import write_timeout_socket
+
+    sock = write_timeout_socket(2.5)((socket.AF_INET, socket.SOCK_STREAM, 0, "", ("", 0)))
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
+    finally:
+        sock.close()
+
+
+async def test_the_pool_uses_the_write_timeout_socket() -> None:
+    server, url = await serve(lambda reader, writer: _reply_once(reader, writer))
+    client = upstream(url)
+    try:
+        assert (await client.request("GET", "/v1/models")).status_code == 200
+        connector = client._control()._connector
+        assert connector is not None
+        assert connector._socket_factory is not None  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+        server.close()
+
+
+async def _reply_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(REPLY), REPLY))
+    await writer.drain()
