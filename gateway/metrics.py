@@ -48,8 +48,8 @@ class Metrics:
         )
 
         self.prompt_tokens_counted = Counter(
-            "ragate_conversation_prompt_tokens", "Prompt tokens of conversation requests, "
-            "as counted by the gateway", ["model"], registry=r,
+            "ragate_conversation_prompt_tokens", "Prompt tokens of chat requests (stored "
+            "and stateless) whose history the gateway counted", ["model"], registry=r,
         )
         self.predicted_reuse_tokens = Counter(
             "ragate_predicted_prefix_reuse_tokens", "Prompt tokens identical to the start of "

@@ -18,6 +18,7 @@ once, however the response ended.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gateway.context import RequestContext
 from gateway.errors import BadGatewayError, GatewayError, UpstreamTimeoutError
 from gateway.metrics import Metrics
 
+log = logging.getLogger("ragate.relay")
 Message = dict[str, Any]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE = b"data: [DONE]\n\n"
@@ -260,6 +262,9 @@ class SseRelay:
                 if self.usage is None:
                     await self._settle_usage()
                 await self.hooks.on_interrupt(self.deltas.partial())
+        except GatewayError as exc:  # the store is down: the client has its answer already
+            log.warning("could not record the interrupted reply of %s: %s",
+                        self.ctx.request_id, exc.message)
         finally:
             try:
                 await self.reply.close(failed=self.failed,

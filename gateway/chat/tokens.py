@@ -114,12 +114,13 @@ class BackendTokenizeCounter:
 
     source = "backend"
 
-    def __init__(self, client: Upstream, kind: Kind, model: str) -> None:
+    def __init__(self, client: Upstream, kind: Kind, model: str, timeout_s: float = 5.0) -> None:
         if kind.tokenize is None:
             raise ValueError("this kind of backend has no tokenize endpoint")
         self.client = client
         self.calls = kind.tokenize
         self.model = model
+        self.timeout_s = timeout_s
 
     async def count(self, texts: Sequence[str]) -> list[int]:
         return [await self._one(t) for t in texts]
@@ -127,7 +128,9 @@ class BackendTokenizeCounter:
     async def _one(self, text: str) -> int:
         status = 404
         for call in self.calls(self.model, text):
-            r = await self.client.request("POST", call.path, json_body=call.body)
+            # short: a count must never hold a request (or a lock) for a read timeout
+            r = await self.client.request("POST", call.path, json_body=call.body,
+                                          timeout_s=self.timeout_s)
             status = r.status_code
             if status == 200:
                 body = r.json()

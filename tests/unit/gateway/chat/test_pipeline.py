@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.unit.gateway.chat.test_assembly import FakePassage
 from tests.unit.gateway.conftest import FakeFleet, chat_reply, delta_chunk, sse
 
 SYSTEM = "You are a ship's cook."
@@ -281,16 +281,6 @@ async def test_a_tool_call_turn_is_replayed_in_the_backends_dialect(fleet: FakeF
     assert len(bodies) == 3, "the broken request never reached the backend"
 
 
-@dataclass(frozen=True)
-class FakePassage:
-    text: str
-    source: str = "handbook.pdf"
-    page: int | None = 1
-    chunk_id: str = "c1"
-    chunk_ids: tuple[str, ...] = ("c1",)
-    score: float = 0.8
-
-
 class FakeKnowledge:
     """Stands in for KnowledgeService.search: a different passage for every question."""
 
@@ -300,8 +290,9 @@ class FakeKnowledge:
     async def search(self, name: str, query: str, **_: Any) -> list[FakePassage]:
         self.queries.append(query)
         n = len(self.queries)
-        return [FakePassage(f"Passage {n}: " + "fact " * 40, chunk_id=f"c{n}"),
-                FakePassage("Second passage " + "detail " * 60)]
+        return [FakePassage(f"Passage {n}: " + "fact " * 40, source="handbook.pdf", page=1,
+                            chunk_id=f"c{n}"),
+                FakePassage("Second passage " + "detail " * 60, source="handbook.pdf")]
 
 
 @pytest.mark.parametrize("mode", ["system", "turn"])
