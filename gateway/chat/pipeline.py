@@ -16,7 +16,7 @@ history comes from and whether a turn is persisted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -136,20 +136,21 @@ class ChatPipeline:
         reply = await self.upstream.send(ctx, route, CHAT_PATH, payload, routing)
         out_headers["x-ragate-backend"] = reply.backend.name
 
+        completed = self._on_complete(model, counter, planned, turn)
         hooks = RelayHooks(
             count_usage=self._usage_counter(counter, planned),
+            on_complete=completed,
             on_usage=lambda: self.upstream.feedback(route, ctx),
             extras={"sources": retrieved.sources.to_api()} if retrieved is not None else None,
         )
         if not body.stream:
             response, message = await relay_json(ctx, reply, self.metrics, hooks, out_headers)
+            await completed(message)
             if turn is not None:
-                await turn.commit(message)
                 await turn.release()
             return response
         if turn is not None:
-            hooks.on_complete, hooks.on_interrupt = turn.commit, turn.interrupt
-            hooks.on_close = turn.release
+            hooks.on_interrupt, hooks.on_close = turn.interrupt, turn.release
         wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         return relay_stream(ctx, reply, self.metrics, hooks, out_headers,
                             client_wants_usage=wants_usage)
@@ -227,6 +228,22 @@ class ChatPipeline:
         ctx.extra.update(prefix_reuse=reuse, counted_prompt_tokens=total)
         out["x-ragate-prefix-reuse"] = f"{reuse}/{total}"
         return out
+
+    def _on_complete(self, model: ModelConfig, counter: MessageCounter, planned: Planned,
+                     turn: Turn | None) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """Persist a finished reply: the prompt followed by the reply becomes the reference
+        for the next request's predicted reuse (backends cache what they generated)."""
+        async def completed(message: dict[str, Any]) -> None:
+            if planned.fingerprint is not None:
+                entry = (message_hash(message), (await counter.count([message]))[0])
+                reference = [*planned.fingerprint, entry]
+                if turn is None:
+                    self.recent.remember(model.name, reference)
+                else:
+                    turn.fingerprint = reference
+            if turn is not None:
+                await turn.commit(message)
+        return completed
 
     @staticmethod
     def _usage_counter(counter: MessageCounter, planned: Planned) -> Callable[..., Any]:

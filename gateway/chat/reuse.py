@@ -6,6 +6,10 @@ it, so every replica predicts alike). A stateless request has no stored previous
 ``RecentPrompts`` remembers, per model, the message-prefix chains of the prompts this
 process sent lately, so the prediction is the longest prefix of this prompt that one of
 them began with, exactly what a prefix cache keyed by messages would hold.
+
+Either way the reference is the previous prompt *followed by its reply*: vLLM, SGLang and
+llama.cpp all keep the tokens they generated in their cache, so a reply the client sends
+back unchanged is reused too (the pipeline appends it once the reply finished).
 """
 
 from __future__ import annotations
@@ -54,9 +58,15 @@ class RecentPrompts:
             if link not in self._chains:
                 break
             reused += tokens
+        self._remember(links)
+        return reused
+
+    def remember(self, model: str, fingerprint: Fingerprint) -> None:
+        self._remember(self._chain(model, fingerprint))
+
+    def _remember(self, links: list[bytes]) -> None:
         for link in links:
             self._chains[link] = None
             self._chains.move_to_end(link)
         while len(self._chains) > self.capacity:
             self._chains.popitem(last=False)
-        return reused

@@ -31,3 +31,11 @@ def test_recent_prompts_stay_within_capacity() -> None:
     assert len(recent._chains) == 5
     with pytest.raises(ValueError):
         RecentPrompts(capacity=0)
+
+
+def test_a_remembered_reply_extends_the_reusable_prefix() -> None:
+    recent = RecentPrompts()
+    prompt = [("s", 10), ("u1", 4)]
+    recent.reuse_and_remember("m", prompt)
+    recent.remember("m", [*prompt, ("a1", 6)])  # the reply, once it finished
+    assert recent.reuse_and_remember("m", [*prompt, ("a1", 6), ("u2", 5)]) == 20
