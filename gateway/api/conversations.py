@@ -8,8 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api.deps import ChatPrincipal, ServicesDep
-from gateway.conversations.service import ConversationService
-from gateway.errors import FeatureDisabledError
+from gateway.conversations.service import ConversationService, conversation_service
 from gateway.schemas import ChatMessage
 from gateway.services import Services
 
@@ -53,11 +52,8 @@ class NewItems(BaseModel):
     items: list[ChatMessage] = Field(min_length=1)
 
 
-def conversation_service(services: Services, *, param: str | None = None
-                         ) -> ConversationService:
-    if services.conversations is None:
-        raise FeatureDisabledError("conversations", "conversations_disabled", param=param)
-    return services.conversations
+def _service(services: Services) -> ConversationService:
+    return conversation_service(services.conversations)
 
 
 def _dump(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -71,7 +67,7 @@ OrderQ = Literal["asc", "desc"]
 @router.post("", status_code=200)
 async def create(body: NewConversation, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    service = conversation_service(services)
+    service = _service(services)
     return (await service.create(principal, body.metadata, _dump(body.items))).to_api()
 
 
@@ -79,7 +75,7 @@ async def create(body: NewConversation, services: ServicesDep,
 async def list_conversations(services: ServicesDep, principal: ChatPrincipal,
                              limit: Limit = 20, after: str | None = None,
                              order: OrderQ = "desc", owner: str | None = None) -> dict[str, Any]:
-    page = await conversation_service(services).list_page(principal, owner=owner, limit=limit,
+    page = await _service(services).list_page(principal, owner=owner, limit=limit,
                                                      after=after, order=order)
     return page.to_api()
 
@@ -87,20 +83,20 @@ async def list_conversations(services: ServicesDep, principal: ChatPrincipal,
 @router.get("/{conversation_id}")
 async def get(conversation_id: str, services: ServicesDep,
               principal: ChatPrincipal) -> dict[str, Any]:
-    return (await conversation_service(services).get(principal, conversation_id)).to_api()
+    return (await _service(services).get(principal, conversation_id)).to_api()
 
 
 @router.post("/{conversation_id}")
 async def update(conversation_id: str, body: MetadataUpdate, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    service = conversation_service(services)
+    service = _service(services)
     return (await service.update_metadata(principal, conversation_id, body.metadata)).to_api()
 
 
 @router.delete("/{conversation_id}")
 async def delete(conversation_id: str, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    await conversation_service(services).delete(principal, conversation_id)
+    await _service(services).delete(principal, conversation_id)
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
@@ -108,7 +104,7 @@ async def delete(conversation_id: str, services: ServicesDep,
 async def list_items(conversation_id: str, services: ServicesDep, principal: ChatPrincipal,
                      limit: Limit = 20, after: str | None = None,
                      order: OrderQ = "asc") -> dict[str, Any]:
-    page = await conversation_service(services).items_page(
+    page = await _service(services).items_page(
         principal, conversation_id, limit=limit, after=after, order=order)
     return page.to_api()
 
@@ -116,7 +112,7 @@ async def list_items(conversation_id: str, services: ServicesDep, principal: Cha
 @router.post("/{conversation_id}/items")
 async def append_items(conversation_id: str, body: NewItems, services: ServicesDep,
                        principal: ChatPrincipal) -> dict[str, Any]:
-    added = await conversation_service(services).append(principal, conversation_id,
+    added = await _service(services).append(principal, conversation_id,
                                                         _dump(body.items))
     return {"object": "list", "data": [i.to_api() for i in added]}
 
@@ -124,4 +120,4 @@ async def append_items(conversation_id: str, body: NewItems, services: ServicesD
 @router.get("/{conversation_id}/export")
 async def export(conversation_id: str, services: ServicesDep,
                  principal: ChatPrincipal) -> dict[str, Any]:
-    return await conversation_service(services).export(principal, conversation_id)
+    return await _service(services).export(principal, conversation_id)

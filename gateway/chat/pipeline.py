@@ -38,8 +38,7 @@ from gateway.chat.upstream import Upstream, backend_payload, routing_request
 from gateway.chat.usage import Usage
 from gateway.context import RequestContext
 from gateway.conversations.models import Summary
-from gateway.conversations.service import ConversationService
-from gateway.errors import FeatureDisabledError
+from gateway.conversations.service import ConversationService, conversation_service
 from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
@@ -102,10 +101,8 @@ class ChatPipeline:
             raise
 
     async def _begin(self, principal: Principal, conversation_id: str) -> Turn:
-        if self.conversations is None:
-            raise FeatureDisabledError("conversations", "conversations_disabled",
-                                       param="conversation_id")
-        return await begin_turn(self.conversations, principal, conversation_id)
+        service = conversation_service(self.conversations, param="conversation_id")
+        return await begin_turn(service, principal, conversation_id)
 
     async def _run(self, ctx: RequestContext, route: ModelRoute, model: ModelConfig,
                    data: dict[str, Any], body: ChatCompletionRequest,

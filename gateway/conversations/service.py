@@ -13,7 +13,7 @@ from typing import Any
 from gateway.auth import Principal
 from gateway.conversations.models import Conversation, Item, Page, export_record, new_id, now
 from gateway.conversations.store import ConversationStore, Order, split_turns
-from gateway.errors import NotFoundError
+from gateway.errors import FeatureDisabledError, NotFoundError
 from gateway.settings import ConversationsConfig
 
 
@@ -82,3 +82,11 @@ class ConversationService:
     def lock(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
         """Serialises requests on one conversation; 409 after ``lock_wait_s``."""
         return self.store.lock(conversation_id, self.config.lock_wait_s)
+
+
+def conversation_service(service: ConversationService | None, *, param: str | None = None
+                         ) -> ConversationService:
+    """The service, or the same 404 on every route when conversations are off."""
+    if service is None:
+        raise FeatureDisabledError("conversations", "conversations_disabled", param=param)
+    return service
