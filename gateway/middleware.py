@@ -120,7 +120,8 @@ def _route_label(path: str) -> str:
     return path if path in _ROUTES else "other"
 
 
-_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
+_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                     "/v1/models", "/health",
                      "/ready", "/metrics"})
 
 

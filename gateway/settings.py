@@ -38,6 +38,7 @@ class BackendKind(StrEnum):
     VLLM = "vllm"
     SGLANG = "sglang"
     LLAMACPP = "llamacpp"  # llama-cpp-python's server (and llama.cpp's llama-server)
+    OLLAMA = "ollama"  # Ollama's OpenAI-compatible endpoint (/v1 on port 11434)
     OPENAI = "openai"  # a strict hosted OpenAI-compatible API: only OpenAI parameters
 
 
@@ -274,15 +275,19 @@ class Settings(BaseSettings):
         keys = [k.key for k in self.auth.keys]
         if len(keys) != len(set(keys)):
             raise ValueError("the same api key is configured twice")
-        backend_names: dict[str, str] = {}
+        backend_names: dict[str, tuple[str, BackendKind]] = {}
         for model in self.models:
             for backend in model.backends:
                 name = backend_name(backend)
                 seen = backend_names.get(name)
-                # one server may serve several models; a name reused for another URL is ambiguous
-                if seen is not None and seen != backend.url:
+                # one server may serve several models; a name reused for another URL is
+                # ambiguous, and one server speaks one dialect
+                if seen is not None and seen[0] != backend.url:
                     raise ValueError(f"backend name {name!r} is used for two URLs")
-                backend_names[name] = backend.url
+                if seen is not None and seen[1] != backend.kind:
+                    raise ValueError(f"backend {name!r} is declared as kinds {seen[1]} and "
+                                     f"{backend.kind}; name each to declare one URL twice")
+                backend_names[name] = (backend.url, backend.kind)
         return self
 
     @property

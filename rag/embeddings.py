@@ -123,9 +123,16 @@ class SentenceTransformerEmbedder:
                     torch.set_num_threads(threads)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens the model sees for ``text`` (for token-sized chunks and budgets)."""
-        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input the model reads (it cuts longer ones)."""
+        return getattr(self._model, "max_seq_length", None)
+
+    def count_tokens(self, text: str, *, special_tokens: bool = False) -> int:
+        """Tokens the model sees for ``text`` (for token-sized chunks and budgets); with
+        ``special_tokens``, as it reads it whole (what ``max_tokens`` bounds)."""
+        encoded = self._model.tokenizer(text, add_special_tokens=special_tokens)
+        return len(encoded["input_ids"])
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder(name={self.name!r}, dimension={self.dimension})"

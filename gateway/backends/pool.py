@@ -109,6 +109,11 @@ class BackendPool:
         if backend is not None and not backend.removed:
             if backend.url != config.url:
                 raise ConflictError(f"backend name {name!r} is already used for {backend.url}")
+            if backend.kind != config.kind:
+                # one server speaks one dialect: a second kind would be silently ignored
+                raise ConflictError(f"backend {name!r} is already declared as kind "
+                                    f"{backend.kind}, not {config.kind}; give it a name to "
+                                    "declare the same URL twice")
             if any(t.backend is backend for t in route.targets):
                 raise ConflictError(f"backend {name!r} already serves model {model!r}")
         else:

@@ -28,13 +28,14 @@ from gateway.backends.kinds import check_tool_messages
 from gateway.chat import history as histories
 from gateway.chat.assembly import Prompt, assemble
 from gateway.chat.context import Retrieved, knowledge_use, latest_user_text, retrieve
+from gateway.chat.limits import ReplyLimits
 from gateway.chat.relay import RelayHooks, relay_json, relay_stream
 from gateway.chat.reuse import RecentPrompts, prefix_reuse
 from gateway.chat.summary import Complete, summary_at, summary_message
 from gateway.chat.tokens import MessageCounter, message_hash
 from gateway.chat.truncation import Reserved, Strategy, fit, strategy_for, window_of
 from gateway.chat.turn import Turn, begin_turn
-from gateway.chat.upstream import Upstream, backend_payload, routing_request
+from gateway.chat.upstream import Upstream, backend_payload, dropped_header, routing_request
 from gateway.chat.usage import Usage
 from gateway.context import RequestContext
 from gateway.conversations.models import Summary
@@ -45,6 +46,7 @@ from gateway.schemas import ChatCompletionRequest, CompletionRequest
 from gateway.settings import KnowledgeConfig, ModelConfig
 
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class ChatPipeline:
         payload = backend_payload(data, messages=planned.messages)
         reply = await self.upstream.send(ctx, route, CHAT_PATH, payload, routing)
         out_headers["x-ragate-backend"] = reply.backend.name
+        out_headers.update(dropped_header(reply, CHAT_PATH, payload))
 
         completed = self._on_complete(model, counter, planned, turn)
         hooks = RelayHooks(
@@ -139,6 +142,7 @@ class ChatPipeline:
             on_complete=completed,
             on_usage=lambda: self.upstream.feedback(route, ctx),
             extras={"sources": retrieved.sources.to_api()} if retrieved is not None else None,
+            limits=ReplyLimits.of(data), count_text=counter.count_text, choices=body.n or 1,
         )
         if not body.stream:
             response, message = await relay_json(ctx, reply, self.metrics, hooks, out_headers)
@@ -259,8 +263,8 @@ class ChatPipeline:
         route = self.pool.route(body.model)
         counter = self.counter_for(body.model)
         routing = await routing_request(route, self.upstream.hints, ctx, body.user, None)
-        reply = await self.upstream.send(ctx, route, "/v1/completions", backend_payload(data),
-                                         routing)
+        payload = backend_payload(data)
+        reply = await self.upstream.send(ctx, route, COMPLETIONS_PATH, payload, routing)
 
         async def count(reply_text: str) -> Usage:
             prompt = 0
@@ -268,8 +272,10 @@ class ChatPipeline:
                 prompt += len(item) if isinstance(item, list) else await counter.count_text(item)
             return Usage(prompt, await counter.count_text(reply_text), "counted")
 
-        hooks = RelayHooks(count_usage=count)
-        out_headers = {"x-ragate-backend": reply.backend.name}
+        hooks = RelayHooks(count_usage=count, limits=ReplyLimits.of(data),
+                           count_text=counter.count_text, choices=body.n or 1)
+        out_headers = {"x-ragate-backend": reply.backend.name,
+                       **dropped_header(reply, COMPLETIONS_PATH, payload)}
         if not body.stream:
             response, _ = await relay_json(ctx, reply, self.metrics, hooks, out_headers)
             return response

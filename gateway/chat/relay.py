@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,13 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.backends import UpstreamReply
 from gateway.backends.transport import TransportError, TransportTimeoutError
+from gateway.chat.conform import (
+    StreamConformer,
+    conform_reply,
+    conform_tool_calls,
+    conform_usage,
+)
+from gateway.chat.limits import CountText, LengthGuard, ReplyLimits, limit_reply, single_tool_call
 from gateway.chat.usage import Usage, account, reported
 from gateway.context import RequestContext
 from gateway.errors import BadGatewayError, GatewayError, UpstreamTimeoutError
@@ -53,6 +59,9 @@ class RelayHooks:
     on_close: Callable[[], Awaitable[None]] = _nothing
     on_usage: Callable[[], None] = lambda: None  # usage known: routing feedback
     extras: dict[str, Any] | None = None  # {"sources": [...]} for the client
+    limits: ReplyLimits = ReplyLimits()  # the client's, kept whatever the engine did
+    count_text: CountText | None = None  # tokens of a text, to cut a reply at the limit
+    choices: int = 1  # the client's n
 
 
 # -- JSON -----------------------------------------------------------------------------------
@@ -69,11 +78,14 @@ async def relay_json(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics
         raise BadGatewayError(f"backend {ctx.backend} sent a reply that is not an object")
     if "model" in body:
         body["model"] = ctx.model
-    message = _message_of(body)
+    conform_reply(body, _object_of(ctx))
     usage = reported(body.get("usage"), body.get("timings"))
     if usage is None:
         usage = await hooks.count_usage(_text_of(body))
-        body["usage"] = usage.to_api()
+    if hooks.count_text is not None:
+        usage = await limit_reply(body, usage, hooks.limits, hooks.count_text)
+    body["usage"] = conform_usage(body.get("usage"), usage)
+    message = _message_of(body)
     account(ctx, metrics, usage)
     hooks.on_usage()
     if hooks.extras:
@@ -83,6 +95,10 @@ async def relay_json(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics
     response = Response(json.dumps(body, ensure_ascii=False), status_code=reply.status_code,
                         media_type="application/json", headers=headers)
     return response, message
+
+
+def _object_of(ctx: RequestContext) -> str:
+    return "text_completion" if ctx.path == "/v1/completions" else "chat.completion"
 
 
 def _message_of(body: dict[str, Any]) -> Message:
@@ -108,9 +124,8 @@ def assistant_message(content: str | None, tool_calls: list[Message] | None) -> 
     """An assistant message every backend takes back: tool calls carry ids, and content is
     null only beside tool calls (a kind that refuses null gets "" from its dialect)."""
     if tool_calls:
-        calls = [{**call, "id": call.get("id") or f"call_{secrets.token_hex(12)}",
-                  "type": call.get("type") or "function"} for call in tool_calls]
-        return {"role": "assistant", "content": content or None, "tool_calls": calls}
+        return {"role": "assistant", "content": content or None,
+                "tool_calls": conform_tool_calls(tool_calls)}
     return {"role": "assistant", "content": content or ""}
 
 
@@ -186,6 +201,11 @@ class SseRelay:
         self.saw_finish = False
         self.reply_id: str | None = None
         self.created: int | None = None
+        self.conformer = StreamConformer()
+        limit = hooks.limits.max_tokens
+        self.guard = LengthGuard(limit) if limit is not None else None
+        self.finished: set[int] = set()  # choices that sent their finish_reason
+        self.enough = False  # every choice finished or was cut: stop reading
         upstream = reply.target.request_model
         public = ctx.model or upstream
         self._renames: list[tuple[bytes, bytes]] = []
@@ -238,6 +258,8 @@ class SseRelay:
                     self.saw_done = True
                     return
                 yield event
+                if self.enough:
+                    return  # cut at the client's limit: the rest is not read
             try:
                 buffer += await chunks.__anext__()
             except StopAsyncIteration:
@@ -289,6 +311,20 @@ class SseRelay:
         data = _data_of(event)
         if data is None:
             return event  # comment / ping: pass through
+        cut: list[int] = []
+        if self._must_parse(data):
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                chunk = None
+            if isinstance(chunk, dict):
+                had_choices = bool(chunk.get("choices"))
+                changed, cut = self._conform(chunk)
+                if had_choices and not chunk.get("choices"):
+                    return self._finish(cut)  # only text past the limit: not sent
+                if changed:
+                    data = json.dumps(chunk, ensure_ascii=False).encode()
+                    event = b"data: " + data + b"\n\n"
         if b'"delta"' in data or b'"text"' in data:
             self.deltas.add(data)
         if self.reply_id is None and data.startswith(b"{"):
@@ -296,8 +332,9 @@ class SseRelay:
         if self.ctx.ttft_s is None and _has_text(data):
             self.ctx.ttft_s = self.ctx.elapsed()
             self.metrics.ttft.labels(self.ctx.model, self.ctx.backend).observe(self.ctx.ttft_s)
-        if not self.saw_finish and b'"finish_reason"' in data and not _null_finish(data):
+        if b'"finish_reason"' in data and not _null_finish(data):
             self.saw_finish = True
+            self._note_finished(data)
         if b'"usage"' in data and not _null_usage(data):
             try:
                 chunk = json.loads(data)
@@ -310,10 +347,54 @@ class SseRelay:
                     account(self.ctx, self.metrics, usage)
                     self.hooks.on_usage()
                 if not self.client_wants_usage and not chunk.get("choices"):
-                    return None  # the usage chunk we asked for on our own behalf
+                    return self._finish(cut) or None  # the usage chunk we asked for
         for old, new in self._renames:
             event = event.replace(old, new)
-        return event
+        return event + (self._finish(cut) or b"")
+
+    def _must_parse(self, data: bytes) -> bool:
+        """Most chunks pass as the engine's bytes; these need looking into."""
+        guard = self.guard
+        if guard is not None and guard.exceeded_events():
+            if guard.counts is None:
+                guard.start_counting(self.deltas.chunks)
+            return True
+        return self.conformer.needs_look(data)
+
+    def _conform(self, chunk: dict[str, Any]) -> tuple[bool, list[int]]:
+        """(whether the chunk changed, the choices it took over the length limit)."""
+        cut: list[int] = []
+        changed = False
+        if self.guard is not None and self.guard.counts is not None:
+            before = len(chunk.get("choices") or [])
+            cut = self.guard.admit(chunk)
+            changed = len(chunk.get("choices") or []) != before
+        if self.hooks.limits.single_tool_call:
+            changed = single_tool_call(chunk) or changed
+        return self.conformer.conform(chunk) or changed, cut
+
+    def _note_finished(self, data: bytes) -> None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return
+        for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+            if isinstance(choice, dict) and choice.get("finish_reason") is not None:
+                self.finished.add(choice.get("index", 0))
+
+    def _finish(self, cut: list[int]) -> bytes | None:
+        """The "length" finish for choices the limit just cut; once no choice is left
+        generating, the stream stops reading the engine."""
+        if not cut:
+            return None
+        self.saw_finish = True
+        self.finished.update(cut)
+        if len(self.finished) >= self.hooks.choices:
+            self.enough = True
+        legacy = self.ctx.path == "/v1/completions"
+        return b"".join(self._chunk({"choices": [
+            {"index": i, "text": "", "finish_reason": "length"} if legacy else
+            {"index": i, "delta": {}, "finish_reason": "length"}]}) for i in cut)
 
     def _remember_ids(self, data: bytes) -> None:
         try:
@@ -331,15 +412,15 @@ class DeltaLog:
     list append per chunk."""
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self.chunks: list[bytes] = []
 
     def add(self, data: bytes) -> None:
-        self._chunks.append(data)
+        self.chunks.append(data)
 
     def _parse(self) -> tuple[str, list[Message]]:
         content: list[str] = []
         calls: dict[int, Message] = {}
-        for data in self._chunks:
+        for data in self.chunks:
             try:
                 chunk = json.loads(data)
             except ValueError:

@@ -38,6 +38,22 @@ def backend_payload(data: Mapping[str, Any], **replace: Any) -> dict[str, Any]:
     return payload
 
 
+def refuse_unhonoured(route: ModelRoute, path: str, payload: Mapping[str, Any]) -> None:
+    """400 before any backend is called when a backend the route may choose cannot honour
+    a parameter (every kind in the group is asked, so the answer never depends on which
+    backend the policy picks)."""
+    kinds = {t.backend.kind: t.backend.dialect for t in route.targets}
+    for dialect in kinds.values():
+        dialect.check(path, payload)
+
+
+def dropped_header(reply: UpstreamReply, path: str, payload: Mapping[str, Any]
+                   ) -> dict[str, str]:
+    """``x-ragate-dropped-params`` naming what the chosen backend's kind did not get."""
+    dropped = reply.backend.dialect.dropped(path, payload)
+    return {"x-ragate-dropped-params": ",".join(dropped)} if dropped else {}
+
+
 def prompt_text(messages: list[dict[str, Any]]) -> str:
     """A stable rendering of the messages, standing in for the backend's chat template."""
     return "".join(f"<|{m.get('role')}|>\n{message_text(m)}\n" for m in messages)
@@ -72,6 +88,7 @@ class Upstream:
                    payload: dict[str, Any], routing: RoutingRequest) -> UpstreamReply:
         stream = bool(payload.get("stream"))
         ctx.model, ctx.stream = route.name, stream
+        refuse_unhonoured(route, path, payload)
 
         def shape(target: Target) -> dict[str, Any]:
             return target.backend.dialect.shape(path, payload)

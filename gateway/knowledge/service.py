@@ -69,6 +69,9 @@ class KnowledgeService:
         self.jobs: dict[str, Any] = {}
         self._bases: dict[str, Any] = {}
         self._write_limiter = anyio.CapacityLimiter(1)
+        # one embedding call at a time: the model runs one forward pass well, and a queue
+        # of requests must not take every worker thread from the searches
+        self._embed_limiter = anyio.CapacityLimiter(1)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -79,6 +82,24 @@ class KnowledgeService:
         self.embedder = await anyio.to_thread.run_sync(
             lambda: rag.SentenceTransformerEmbedder(path))
         log.info("knowledge bases under %s, embedding model %s", self.root, self.embedder.name)
+
+    async def embed(self, texts: list[str]) -> tuple[Any, list[int]]:
+        """Vectors (normalized float32 rows) and token counts of ``texts``, for the
+        OpenAI embeddings endpoint; a text longer than the model reads is refused (the
+        model would cut it silently)."""
+        embedder = self.embedder
+        limit = embedder.max_tokens
+
+        def embed() -> tuple[Any, list[int]]:
+            counts = [embedder.count_tokens(t, special_tokens=True) for t in texts]
+            for i, n in enumerate(counts):
+                if limit is not None and n > limit:
+                    raise BadRequestError(
+                        f"input[{i}] has {n} tokens; {embedder.name} reads at most {limit}",
+                        param="input", code="context_length_exceeded")
+            return embedder.embed(texts), counts
+
+        return await anyio.to_thread.run_sync(embed, limiter=self._embed_limiter)
 
     async def close(self) -> None:
         for task in list(self._tasks):

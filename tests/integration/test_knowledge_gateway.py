@@ -155,3 +155,41 @@ def test_conversation_names_its_knowledge_base(gateway: GatewayProcess,
     assert items[0]["content"] == "What bread does Marlow's bake?", \
         "the stored turn is the user's message, not the injected context"
     assert json.dumps(items).count("Passages from the knowledge base") == 0
+
+
+def test_the_embedding_model_answers_as_openais_embeddings_endpoint(
+        gateway: GatewayProcess, knowledge_base: str) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-kb-chat", max_retries=0)
+    with httpx.Client(base_url=gateway.url, headers=ADMIN, timeout=60) as client:
+        name = client.get(f"/v1/knowledge_bases/{knowledge_base}").json()["embedding_model"]
+    # the SDK asks for base64 unless told otherwise; floats when asked
+    packed = sdk.embeddings.create(model=name, input=["lighthouse keeper", "sourdough rye"])
+    floats = sdk.embeddings.create(model=name, input="lighthouse keeper",
+                                   encoding_format="float")
+    assert [d.index for d in packed.data] == [0, 1] and len(packed.data[0].embedding) == 384
+    assert packed.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-5)
+    assert packed.usage.prompt_tokens > 0 and packed.model == name
+    # LangChain users point OpenAIEmbeddings at it (text, not tiktoken ids: no download)
+    lc = OpenAIEmbeddings(base_url=gateway.url + "/v1", api_key="sk-kb-chat",  # type: ignore
+                          model=name, check_embedding_ctx_length=False)
+    query = lc.embed_query("Who built the lighthouse?")
+    docs = lc.embed_documents([LIGHTHOUSE, BAKERY])
+    def dot(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+    assert dot(query, docs[0]) > dot(query, docs[1]), "the lighthouse text is nearer"
+    with pytest.raises(openai.NotFoundError) as err:
+        sdk.embeddings.create(model="text-embedding-3-small", input="x")
+    assert name in str(err.value), "the 404 names the model that is served"
+    with httpx.Client(base_url=gateway.url, headers=CHAT, timeout=60) as client:
+        ids = client.post("/v1/embeddings", json={"model": name, "input": [[1, 2, 3]]})
+        assert ids.status_code == 400 and ids.json()["error"]["param"] == "input"
+        long = client.post("/v1/embeddings", json={"model": name, "input": "word " * 600})
+        assert long.status_code == 400
+        assert long.json()["error"]["code"] == "context_length_exceeded"
+        dims = client.post("/v1/embeddings", json={"model": name, "input": "x",
+                                                   "dimensions": 64})
+        assert dims.status_code == 400 and dims.json()["error"]["param"] == "dimensions"
+        assert client.post("/v1/embeddings", json={"model": name, "input": "x"},
+                           headers={"Authorization": "Bearer nope"}).status_code == 401

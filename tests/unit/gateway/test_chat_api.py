@@ -121,6 +121,56 @@ async def test_malformed_requests_get_400(fleet: FakeFleet, make_client, body: b
     assert fleet.chat_calls() == [], "nothing reaches a backend"
 
 
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": {"include_usage": "no"}}, "stream_options.include_usage"),
+    ({"logit_bias": {"token": 1}}, "logit_bias.token.[key]"),
+    ({"logit_bias": {"42": 500}}, "logit_bias.42"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+     "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"),
+    ({"response_format": {"type": "regex"}}, "response_format.type"),
+    ({"tools": [{"type": "function", "function": {"description": "no name"}}]},
+     "tools.0.function.name"),
+])
+async def test_parameters_engines_would_choke_on_get_400_naming_them(
+        fleet: FakeFleet, make_client, fields: dict[str, object], param: str) -> None:
+    url = fleet.add("b1:8000", lambda req: httpx.Response(200, json=chat_reply()))
+    async with make_client(one_model(url)) as (client, _):
+        r = await client.post("/v1/chat/completions", json={**CHAT, **fields})
+    assert r.status_code == 400, r.text
+    assert error_of(r)["param"] == param
+    assert fleet.chat_calls() == []
+
+
+async def test_what_the_backend_kind_cannot_honour_is_refused_before_it_is_called(
+        fleet: FakeFleet, make_client) -> None:
+    url = fleet.add("b1:8000", lambda req: httpx.Response(200, json=chat_reply()))
+    async with make_client(one_model(url, kind="llamacpp")) as (client, _):
+        r = await client.post("/v1/chat/completions", json={**CHAT, "n": 2})
+        assert r.status_code == 400 and error_of(r)["param"] == "n"
+        assert error_of(r)["code"] == "unsupported_value"
+        assert fleet.chat_calls() == []
+        ok = await client.post("/v1/chat/completions",
+                               json={**CHAT, "max_completion_tokens": 7})
+        assert ok.status_code == 200
+    sent = fleet.calls[-1][2]
+    assert sent["max_tokens"] == 7 and "max_completion_tokens" not in sent
+
+
+async def test_a_strict_backend_names_what_it_did_not_get(fleet: FakeFleet,
+                                                          make_client) -> None:
+    url = fleet.add("api:443", lambda req: httpx.Response(200, json=chat_reply()))
+    async with make_client(one_model(url, kind="openai")) as (client, _):
+        r = await client.post("/v1/chat/completions", json={**CHAT, "top_k": 5, "min_p": 1})
+    assert r.headers["x-ragate-dropped-params"] == "min_p,top_k"
+
+
 async def test_unknown_model_is_404(fleet: FakeFleet, make_client) -> None:
     async with make_client(one_model(fleet.add("b1:1", lambda r: httpx.Response(200)))) as (c, _):
         r = await c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"})

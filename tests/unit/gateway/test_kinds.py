@@ -45,7 +45,9 @@ def test_llamacpp_dialect_takes_tool_turns_and_developer_messages() -> None:
     assert shaped["messages"][2] == {"role": "assistant", "content": "", "tool_calls": [CALL]}
     assert messages[2]["content"] is None, "the client's messages are not mutated"
     vllm = KINDS[BackendKind.VLLM].shape("/v1/chat/completions", {"messages": messages})
-    assert vllm["messages"] is messages, "engines that take null content get it as sent"
+    assert vllm["messages"][2] is messages[2], "engines that take null content get it as sent"
+    openai = KINDS[BackendKind.OPENAI].shape("/v1/chat/completions", {"messages": messages})
+    assert openai["messages"] is messages, "OpenAI itself takes the developer role"
 
 
 def test_broken_tool_sequences_are_a_400_naming_the_message() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.routing import Policy
-from gateway.settings import BackendKind, Role, load_settings
+from gateway.settings import BackendKind, Role, Settings, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -126,3 +126,14 @@ def test_the_docker_compose_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
     settings = load_settings(Path(__file__).parents[3] / "docker" / "ragate.yaml")
     assert settings.models[0].policy is Policy.CACHE_AWARE
     assert settings.auth.keys[0].key == "sk-docker"
+
+
+def test_one_backend_declared_with_two_kinds_is_refused() -> None:
+    url = "http://127.0.0.1:9000"
+    with pytest.raises(ValueError, match="declared as kinds"):
+        Settings.model_validate({"models": [
+            {"name": "a", "backends": [{"url": url, "kind": "llamacpp"}]},
+            {"name": "b", "backends": [{"url": url, "kind": "vllm"}]}]})
+    Settings.model_validate({"models": [
+        {"name": "a", "backends": [{"url": url, "kind": "llamacpp"}]},
+        {"name": "b", "backends": [{"url": url, "kind": "vllm", "name": "same-as-vllm"}]}]})
