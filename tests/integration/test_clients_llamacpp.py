@@ -21,6 +21,9 @@ from tests.integration.conftest import GatewayProcess, start_llama_servers
 pytestmark = pytest.mark.integration
 
 STORY = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+# about 26 tokens from SmolLM2: past a limit of 6, and short enough that an engine which
+# ignores the limit does not hold the one-threaded server (and its health probe) for long
+HELLO = [{"role": "user", "content": "Say hi"}]
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -79,13 +82,13 @@ def test_both_length_limits_hold(sdk: openai.OpenAI, limit: str) -> None:
 def test_an_engine_that_ignores_the_limit_is_stopped_by_the_gateway(
         sdk: openai.OpenAI, stream: bool) -> None:
     if not stream:
-        reply = sdk.chat.completions.create(model="deaf", messages=STORY,  # type: ignore
+        reply = sdk.chat.completions.create(model="deaf", messages=HELLO,  # type: ignore
                                             temperature=0, max_completion_tokens=6)
         assert reply.choices[0].finish_reason == "length"
         assert reply.usage is not None and reply.usage.completion_tokens <= 6
         return
     chunks = list(sdk.chat.completions.create(
-        model="deaf", messages=STORY, temperature=0, max_completion_tokens=6,  # type: ignore
+        model="deaf", messages=HELLO, temperature=0, max_completion_tokens=6,  # type: ignore
         stream=True, stream_options={"include_usage": True}))
     texts = [c.choices[0].delta.content for c in chunks if c.choices and
              c.choices[0].delta.content]
