@@ -27,6 +27,7 @@ to a 400, used by the hot path and by FastAPI's handler alike.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -194,8 +195,21 @@ class UpstreamTimeoutError(GatewayError):
     code = "upstream_timeout"
 
 
+_TRACE_LINE = re.compile(r"^\s*(Traceback \(|File \"|During handling|The above exception)")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.@+-]+){2,}\.(?:py|pyx|so|cpp|cc|h)\b(?::\d+)?")
+
+
+def public_message(message: str, limit: int = 500) -> str:
+    """A backend's error message as a client may see it: no traceback lines, no file
+    paths (the whole body stays in the gateway's log, with the request id)."""
+    lines = [line for line in message.splitlines() if not _TRACE_LINE.match(line)]
+    text = _PATH.sub("<path>", " ".join(" ".join(lines).split()))
+    return text[:limit] or "backend error"
+
+
 def upstream_error_from_response(status_code: int, body: bytes) -> UpstreamError:
-    """Translate a backend's error reply, whatever its shape, into OpenAI's."""
+    """Translate a backend's error reply, whatever its shape, into OpenAI's (its message
+    cleaned by ``public_message``)."""
     message, type_, param, code = f"backend returned HTTP {status_code}", None, None, None
     try:
         parsed = json.loads(body)
@@ -214,4 +228,5 @@ def upstream_error_from_response(status_code: int, body: bytes) -> UpstreamError
             message = err
     if type_ is None:
         type_ = "invalid_request_error" if 400 <= status_code < 500 else "upstream_error"
-    return UpstreamError(message, status_code, type_=type_, param=param, code=code)
+    return UpstreamError(public_message(message), status_code, type_=type_, param=param,
+                         code=code)

@@ -14,7 +14,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import RequestContext
-from gateway.errors import PayloadTooLargeError
+from gateway.errors import GatewayError, PayloadTooLargeError
+from gateway.json_body import parse_json_body
 from gateway.metrics import Metrics
 
 log = logging.getLogger("ragate.access")
@@ -47,17 +48,31 @@ class RequestMiddleware:
             return
 
         received = 0
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise PayloadTooLargeError(_too_large_message(limit))
             return message
 
+        replaced = False
+
         async def send_wrapper(message: Message) -> None:
+            nonlocal replaced
+            if too_large:
+                # a chunked body went over the limit while a route read it: whatever the
+                # route made of that (FastAPI answers 400 "error parsing the body"), the
+                # client gets the 413 it would have had with a Content-Length
+                if not replaced:
+                    replaced = True
+                    await self._reject(ctx, send, header, PayloadTooLargeError(
+                        _too_large_message(limit)))
+                return
             if message["type"] == "http.response.start":
                 ctx.status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
@@ -65,8 +80,18 @@ class RequestMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self._finish(ctx)
 
+        app_receive: Receive = limited_receive
+        if _json_checked_here(scope):
+            try:
+                body = await _read_body(limited_receive)
+                parse_json_body(body)
+            except GatewayError as exc:  # 413 while reading, 400 for what parsing found
+                await self._reject(ctx, send, header, exc)
+                return
+            app_receive = _replay(body, receive)
+
         try:
-            await self.app(scope, limited_receive, send_wrapper)
+            await self.app(scope, app_receive, send_wrapper)
         except Exception as exc:
             ctx.status = ctx.status or 500
             ctx.error = ctx.error or f"{type(exc).__name__}: {exc}"
@@ -87,7 +112,10 @@ class RequestMiddleware:
     async def _too_large(
         self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes], limit: int
     ) -> None:
-        error = PayloadTooLargeError(_too_large_message(limit))
+        await self._reject(ctx, send, header, PayloadTooLargeError(_too_large_message(limit)))
+
+    async def _reject(self, ctx: RequestContext, send: Send, header: tuple[bytes, bytes],
+                      error: GatewayError) -> None:
         body = json.dumps(error.to_body()).encode()
         ctx.status, ctx.error = error.status_code, error.message
         await send({
@@ -97,6 +125,45 @@ class RequestMiddleware:
         })
         await send({"type": "http.response.body", "body": body})
         self._finish(ctx)
+
+
+# routes that read their JSON with ``parse_json_body`` themselves (the hot path reads the
+# body once); every other JSON body is checked here before its route sees it
+_READS_ITS_OWN_JSON = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+
+def _json_checked_here(scope: Scope) -> bool:
+    if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] in _READS_ITS_OWN_JSON:
+        return False
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body once, as one message; then the client's own messages (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replayed
 
 
 def _too_large_message(limit: int) -> str:

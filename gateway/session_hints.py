@@ -14,6 +14,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.redis_client import redis_client
+
 log = logging.getLogger("ragate.hints")
 
 
@@ -53,9 +55,8 @@ class RedisSessionHints:
 
     @classmethod
     def from_url(cls, url: str, prefix: str, ttl_s: int = 3600) -> RedisSessionHints:
-        client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1,
-                                         socket_timeout=1)
-        return cls(client, prefix, ttl_s)
+        # a routing hint is worth at most a second of waiting
+        return cls(redis_client(url, connect_timeout_s=1, timeout_s=1), prefix, ttl_s)
 
     def _key(self, model: str, session: str) -> str:
         return f"{self.prefix}:route:{model}:{session}"

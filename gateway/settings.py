@@ -184,7 +184,8 @@ class ConversationsConfig(_Strict):
     max_turns: int | None = Field(default=None, ge=1, description="Turns kept per conversation")
     lock_wait_s: float = Field(default=30.0, ge=0, description="Wait for a busy conversation, "
                                "then 409; 0 answers 409 at once")
-    lock_ttl_s: float = Field(default=60.0, gt=0)
+    lock_ttl_s: float = Field(default=10.0, gt=0, description="Renewed every third of it "
+                              "while a turn runs; frees the lock of a crashed replica soon")
 
 
 class LocalBackendConfig(_Strict):

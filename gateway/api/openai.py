@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.api.deps import ChatPrincipal, ServicesDep, chat_principal_of, context_of, services_of
 from gateway.errors import BadRequestError, from_validation_errors
+from gateway.json_body import parse_json_body
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -32,13 +32,7 @@ async def get_model(model_id: str, services: ServicesDep, _: ChatPrincipal) -> M
 
 async def read_json(request: Request, model: type[BaseModel]) -> tuple[dict[str, Any], Any]:
     """The client's JSON object and its validated view; 400 in OpenAI's shape otherwise."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequestError(
-            f"request body is not valid JSON: {exc}", code="invalid_json"
-        ) from exc
+    data = parse_json_body(await request.body())
     if not isinstance(data, dict):
         raise BadRequestError("request body must be a JSON object", code="invalid_json")
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +23,13 @@ from gateway.backends.pool import ModelRoute, views
 from gateway.backends.transport import (
     TransportConnectError,
     TransportError,
+    TransportProtocolError,
     TransportTimeoutError,
     UpstreamResponse,
 )
 from gateway.errors import (
     BadGatewayError,
+    BadRequestError,
     GatewayError,
     NoHealthyBackendError,
     UpstreamTimeoutError,
@@ -33,6 +37,8 @@ from gateway.errors import (
 )
 from gateway.routing import RoutingRequest
 from gateway.settings import PoolConfig
+
+log = logging.getLogger("ragate.dispatch")
 
 
 @dataclass
@@ -69,7 +75,10 @@ class UpstreamReply:
                     async for _ in self.chunks:
                         pass
             if self._response is not None:
-                await self._response.aclose()
+                if failed:
+                    await self._response.discard()
+                else:
+                    await self._response.aclose()
         except TransportError:
             pass  # the reply was complete; a broken tail only costs the connection
         finally:
@@ -108,7 +117,8 @@ async def dispatch(
             await asyncio.sleep(config.retry_backoff_s * (2 ** (attempt - 1)))
         backend.begin()
         try:
-            return await _send(target, path, shape(target), stream, headers, attempt + 1)
+            return await _send(target, path, shape(target), stream, headers, attempt + 1,
+                              request.request_id)
         except _Retryable as exc:
             backend.end()
             last = exc.error
@@ -138,16 +148,30 @@ async def _send(
     stream: bool,
     headers: Mapping[str, str] | None,
     attempts: int,
+    request_id: str | None = None,
 ) -> UpstreamReply:
     backend = target.backend
     body = json.dumps({**payload, "model": target.request_model}, ensure_ascii=False).encode()
     response: UpstreamResponse | None = None
     try:
-        response = await backend.client.stream(path, body, headers)
+        try:
+            response = await backend.client.stream(path, body, headers)
+        except TransportProtocolError:
+            # a pooled connection the backend had already closed (the keep-alive race):
+            # nothing was answered, so once more on a fresh connection, not a failure
+            response = await backend.client.stream(path, body, headers)
         if response.status_code >= 400:
             raw = await response.aread()
             await response.aclose()
             error = upstream_error_from_response(response.status_code, raw)
+            log.warning("backend %s answered %s to request %s: %s", backend.name,
+                        response.status_code, request_id, raw[:4000].decode("utf-8", "replace"))
+            if response.status_code >= 500 and backend.dialect.client_fault(
+                    response.status_code, error.message):
+                backend.breaker.record_success()  # it answered; the request was at fault
+                raise BadRequestError(f"the backend could not take this request: "
+                                      f"{error.message}", code="invalid_request",
+                                      param=error.param or _validated_field(error.message))
             if response.status_code >= 500:
                 backend.breaker.record_failure()
                 raise _Retryable(error)
@@ -171,7 +195,7 @@ async def _send(
         return UpstreamReply(target, response.status_code, response.headers, attempts,
                              first, chunks, response)
     except StopAsyncIteration as exc:
-        await _aclose(response)
+        await _discard(response)
         backend.breaker.record_failure()
         raise _Retryable(
             BadGatewayError(f"backend {backend.name} closed an empty stream")
@@ -184,17 +208,31 @@ async def _send(
             BadGatewayError(f"connect error: {exc}"), unreachable=True
         ) from exc
     except TransportTimeoutError as exc:
-        await _aclose(response)
+        await _discard(response)
         backend.breaker.record_failure()
         raise _Retryable(
             UpstreamTimeoutError(f"backend {backend.name} timed out ({exc})")
         ) from exc
     except TransportError as exc:
-        await _aclose(response)
+        await _discard(response)
         backend.breaker.record_failure()
         raise _Retryable(BadGatewayError(f"backend {backend.name} failed: {exc}")) from exc
+
+
+_PYDANTIC_LOC = re.compile(r"'loc': \('body', '([^']+)'")
+
+
+def _validated_field(message: str) -> str | None:
+    """The field a pydantic validation dump names (llama-cpp-python sends those as 500)."""
+    match = _PYDANTIC_LOC.search(message)
+    return match.group(1) if match else None
 
 
 async def _aclose(response: UpstreamResponse | None) -> None:
     if response is not None:
         await response.aclose()
+
+
+async def _discard(response: UpstreamResponse | None) -> None:
+    if response is not None:
+        await response.discard()

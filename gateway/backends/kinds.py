@@ -8,6 +8,7 @@ the registry instead of branching on the kind, so adding an engine is one entry 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,6 +186,11 @@ LLAMACPP_PARAMS: dict[str, Rule] = {
     "stream_options": Rule(Treatment.ENFORCED, "include_usage: counted by the gateway when "
                            "the server sends none"),
     "repetition_penalty": renamed("repeat_penalty"),
+    # a GBNF grammar it cannot parse kills llama-cpp-python 0.3.36's server process (tried
+    # here): one client would take the backend from everyone; response_format's JSON
+    # schema gives the same constraint through a grammar the server builds itself
+    "grammar": refused_unless(lambda v, _: v is None, "a raw grammar can crash the server; "
+                              "use response_format json_schema", "always"),
 }
 OLLAMA_PARAMS: dict[str, Rule] = {
     "max_tokens": Rule(Treatment.PASSED, LENGTH_NOTE),
@@ -209,6 +215,22 @@ VLLM_PARAMS: dict[str, Rule] = {
 }
 
 
+def _never(status: int, message: str) -> bool:
+    return False
+
+
+# llama-cpp-python answers 500 to requests it could not take: pydantic's validation dump,
+# ValueErrors raised on the request's values, chat-template errors on its messages
+_LLAMACPP_CLIENT_FAULTS = re.compile(
+    r"validation error|not found in tools|exceed context window|can only concatenate|"
+    r"TemplateError|UndefinedError|jinja|invalid literal for int|could not convert string|"
+    r"logprobs is not supported|is not supported for", re.IGNORECASE)
+
+
+def _llamacpp_client_fault(status: int, message: str) -> bool:
+    return status == 500 and bool(_LLAMACPP_CLIENT_FAULTS.search(message))
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Kind:
     """How one kind of backend is spoken to."""
@@ -221,6 +243,9 @@ class Kind:
     params: Mapping[str, Rule] = field(default_factory=dict)  # unlisted OpenAI ones pass
     extras: Treatment = Treatment.PASSED  # parameters that are not OpenAI's
     messages: tuple[MessageRule, ...] = ()
+    # a 5xx the request caused (the engine's way of saying 400): not retried, not counted
+    # against the backend's breaker, answered as the client's error
+    client_fault: Callable[[int, str], bool] = _never
 
     def rule(self, path: str, name: str) -> Rule:
         """What this kind does with parameter ``name`` on ``path``."""
@@ -272,7 +297,8 @@ KINDS: dict[BackendKind, Kind] = {
     BackendKind.LLAMACPP: Kind("llamacpp", HEALTH_PATHS[Engine.LLAMACPP],
                                tokenize=_tokenize_llamacpp, params=LLAMACPP_PARAMS,
                                messages=(DEVELOPER_AS_SYSTEM, NULL_CONTENT_AS_EMPTY,
-                                         TEXT_PARTS_JOINED)),
+                                         TEXT_PARTS_JOINED),
+                               client_fault=_llamacpp_client_fault),
     BackendKind.OLLAMA: Kind("ollama", HEALTH_PATHS[Engine.OLLAMA], params=OLLAMA_PARAMS,
                              extras=Treatment.DROPPED, messages=(DEVELOPER_AS_SYSTEM,)),
     # a hosted API: /v1/models is what every OpenAI-compatible service answers
@@ -310,7 +336,7 @@ def check_tool_messages(messages: list[Message]) -> None:
 
 TABLE_PARAMS = ("max_tokens", "max_completion_tokens", "stop", "response_format", "seed",
                 "n", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
-                "logit_bias", "stream_options", "repetition_penalty", "top_k")
+                "logit_bias", "stream_options", "grammar", "repetition_penalty", "top_k")
 
 
 def support_table() -> str:

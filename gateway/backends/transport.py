@@ -100,6 +100,10 @@ class UpstreamResponse(Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def discard(self) -> None:
+        """Close the connection itself: after a reset or an empty stream it must not
+        serve the next request."""
+
 
 class Upstream(Protocol):
     async def stream(self, path: str, body: bytes,
@@ -134,6 +138,9 @@ class _AiohttpResponse:
 
     async def aclose(self) -> None:
         self._response.release()  # back to the pool if the body was read, else closed
+
+    async def discard(self) -> None:
+        self._response.close()  # the connection is closed, never reused
 
 
 def write_timeout_socket(timeout_s: float) -> Any:
@@ -231,6 +238,9 @@ class _HttpxResponse:
 
     async def aclose(self) -> None:
         await self._response.aclose()
+
+    async def discard(self) -> None:
+        await self._response.aclose()  # httpx closes what was not read to the end
 
 
 class HttpxUpstream:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
 from gateway.conversations.store import Order, record_append
 from gateway.errors import ConversationBusyError, NotFoundError, StoreUnavailableError
+from gateway.redis_client import redis_client
 
 # delete / extend the lock only if we still own it
 _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -41,7 +42,7 @@ class RedisConversationStore:
         prefix: str = "ragate",
         ttl_s: float | None = None,
         max_turns: int | None = None,
-        lock_ttl_s: float = 60.0,
+        lock_ttl_s: float = 10.0,
     ) -> None:
         self.redis = client
         self.prefix = prefix
@@ -51,11 +52,7 @@ class RedisConversationStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisConversationStore:
-        client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
-            health_check_interval=30,
-        )
-        return cls(client, **kwargs)
+        return cls(redis_client(url), **kwargs)
 
     async def open(self) -> RedisConversationStore:
         try:

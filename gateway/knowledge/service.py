@@ -237,9 +237,16 @@ class KnowledgeService:
     async def rebuild(self, name: str, embedding_model: str | None) -> dict[str, Any]:
         import rag
 
+        def load(path: str) -> Any:
+            try:
+                return rag.SentenceTransformerEmbedder(path)
+            except (OSError, ValueError, RuntimeError) as exc:  # missing or not a model
+                raise BadRequestError(f"embedding_model: cannot load {path!r}: "
+                                      f"{type(exc).__name__}", param="embedding_model",
+                                      code="invalid_value") from exc
+
         def rebuild() -> Any:
-            embedder = (self.embedder if embedding_model is None
-                        else rag.SentenceTransformerEmbedder(embedding_model))
+            embedder = self.embedder if embedding_model is None else load(embedding_model)
             base = self.store.open(name)
             base.rebuild(embedder)
             return self.store.open(name, embedder if embedder is self.embedder else None)
