@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, conversations, embeddings, health, knowledge, openai
+from gateway.api import admin, conversations, embeddings, health, keys, knowledge, openai
 from gateway.api.hotpath import HotPathMiddleware, error_response
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
@@ -29,6 +29,7 @@ from gateway.middleware import RequestMiddleware
 from gateway.services import Services
 from gateway.session_hints import RedisSessionHints
 from gateway.settings import Settings, StoreKind, is_loopback
+from gateway.tenants.store import open_key_store
 
 log = logging.getLogger("ragate")
 
@@ -39,9 +40,11 @@ _STATUS_TYPES = {
 }
 
 
-def check_exposure(settings: Settings, *, warn: bool = True) -> None:
-    """Refuse an open gateway on a public interface; say so when open on loopback."""
-    if settings.auth_enabled:
+def check_exposure(settings: Settings, *, warn: bool = True, managed_keys: bool = False
+                   ) -> None:
+    """Refuse an open gateway on a public interface; say so when open on loopback. Keys
+    in the config or in the managed key store turn auth on."""
+    if settings.auth_enabled or managed_keys:
         return
     if not is_loopback(settings.server.host):
         raise ConfigError(
@@ -69,15 +72,19 @@ def create_app(
     metrics = Metrics()
     services = Services(
         settings=settings,
-        keys=KeyRing(settings.auth.keys),
+        keys=KeyRing(settings.auth.keys, cache_ttl_s=settings.auth.cache_ttl_s),
         pool=BackendPool(settings.pool, settings.models, transport=transport),
         metrics=metrics,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        check_exposure(settings)
         async with AsyncExitStack() as stack:
+            key_store = await open_key_store(settings)
+            stack.push_async_callback(key_store.close)
+            services.keys.store = key_store
+            await services.keys.start()
+            check_exposure(settings, managed_keys=services.keys.enabled)
             await services.pool.start()
             stack.push_async_callback(services.pool.close)
             store = await open_store(settings)
@@ -110,6 +117,7 @@ def create_app(
     app.include_router(conversations.router)
     app.include_router(knowledge.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
     app.add_middleware(HotPathMiddleware, routes={
         "/v1/chat/completions": openai.chat_completions, "/v1/completions": openai.completions,

@@ -19,6 +19,7 @@ import click
 from gateway.conversations.cli import conversations
 from gateway.errors import ConfigError
 from gateway.settings import BackendConfig, BackendKind, ModelConfig, Settings, load_settings
+from gateway.tenants.cli import keys, managed_keys_exist
 
 _OPTIONAL_GROUPS = {
     "kb": ("rag.cli", "kb", "pip install 'ragate[rag]'"),
@@ -86,7 +87,8 @@ def serve(config: str | None, host: str | None, port: int | None, no_local: bool
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per backend call is noise
     try:
-        check_exposure(settings, warn=False)  # fail before starting backends; the app warns
+        # fail before starting backends (the app checks again, and warns)
+        check_exposure(settings, warn=False, managed_keys=managed_keys_exist(settings))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     servers = [] if no_local else _start_local_backends(settings)
@@ -137,6 +139,7 @@ def _start_local_backends(settings: Settings) -> list[Any]:
 
 
 main.add_command(conversations)
+main.add_command(keys)
 
 
 @main.group()

@@ -15,6 +15,8 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None
     principal: str | None = None
+    team: str | None = None
+    key_id: str | None = None
     model: str | None = None
     backend: str | None = None
     attempts: int = 0
@@ -38,7 +40,7 @@ class RequestContext:
             "status": self.status,
             "duration_ms": round(self.elapsed() * 1000, 2),
         }
-        for key in ("principal", "model", "backend", "error"):
+        for key in ("principal", "team", "key_id", "model", "backend", "error"):
             value = getattr(self, key)
             if value is not None:
                 record[key] = value

@@ -28,8 +28,9 @@ from gateway.routing import Policy
 
 
 class Role(StrEnum):
-    CHAT = "chat"
-    ADMIN = "admin"
+    CHAT = "chat"  # chat, completions, embeddings; search in granted knowledge bases
+    KB_ADMIN = "kb_admin"  # manages the knowledge bases granted to it, and chats
+    ADMIN = "admin"  # everything
 
 
 class BackendKind(StrEnum):
@@ -200,11 +201,31 @@ class LocalBackendConfig(_Strict):
     startup_timeout_s: float = 120.0
 
 
+class Limits(_Strict):
+    """Per key or per team; None is no limit. Tokens are prompt + completion, from each
+    reply's usage; the day and month are UTC calendar periods."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)  # shared by principals
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    tokens_per_month: int | None = Field(default=None, ge=1)
+
+    def any(self) -> bool:
+        return any(v is not None for v in self.model_dump().values())
+
+
 class ApiKeyConfig(_Strict):
     key: str | None = None
     key_env: str | None = Field(default=None, description="Read the key from this variable")
     role: Role = Role.CHAT
     owner: str | None = None
+    team: str | None = None
+    models: list[str] | None = Field(default=None, description="None: every model")
+    knowledge_bases: list[str] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")
     def _resolve(self) -> ApiKeyConfig:
@@ -221,6 +242,16 @@ class ApiKeyConfig(_Strict):
 
 class AuthConfig(_Strict):
     keys: list[ApiKeyConfig] = Field(default_factory=list)
+    # managed keys (``ragate keys``, /admin/keys) live in this store; "sqlite" is the
+    # embedded default (DATA_DIR/keys.db), "redis" shares them across replicas
+    store: StoreKind | None = Field(default=None, description="Default: the "
+                                    "conversation store's kind")
+    redis_url: str | None = Field(default=None, description="Default: conversations'")
+    sqlite_path: Path | None = Field(default=None, description="Default: DATA_DIR/keys.db")
+    key_prefix: str = "ragate"
+    cache_ttl_s: float = Field(default=5.0, gt=0, le=300, description="A managed key is "
+                               "re-read this often: a revoked key stops working on every "
+                               "replica within it")
 
 
 class ServerConfig(_Strict):
@@ -298,6 +329,18 @@ class Settings(BaseSettings):
     @property
     def knowledge_root(self) -> Path:
         return self.knowledge.root or self.server.data_dir / "knowledge_bases"
+
+    @property
+    def keys_store(self) -> StoreKind:
+        return self.auth.store or self.conversations.store
+
+    @property
+    def keys_redis_url(self) -> str:
+        return self.auth.redis_url or self.conversations.redis_url
+
+    @property
+    def keys_sqlite_path(self) -> Path:
+        return self.auth.sqlite_path or self.server.data_dir / "keys.db"
 
     @property
     def sqlite_path(self) -> Path:

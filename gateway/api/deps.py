@@ -30,24 +30,30 @@ async def services(request: Request) -> Services:
     return services_of(request)
 
 
-def _principal(request: Request, role: Role) -> Principal:
-    principal = services_of(request).keys.authenticate(request.headers.get("authorization"))
-    context_of(request).principal = principal.owner
+async def _principal(request: Request, role: Role) -> Principal:
+    principal = await services_of(request).keys.authenticate(request.headers.get("authorization"))
+    ctx = context_of(request)
+    ctx.principal, ctx.team, ctx.key_id = principal.owner, principal.team, principal.key_id
     return KeyRing.require(principal, role)
 
 
-def chat_principal_of(request: Request) -> Principal:
-    return _principal(request, Role.CHAT)
+async def chat_principal_of(request: Request) -> Principal:
+    return await _principal(request, Role.CHAT)
 
 
 async def chat_principal(request: Request) -> Principal:
-    return _principal(request, Role.CHAT)
+    return await _principal(request, Role.CHAT)
+
+
+async def kb_admin_principal(request: Request) -> Principal:
+    return await _principal(request, Role.KB_ADMIN)
 
 
 async def admin_principal(request: Request) -> Principal:
-    return _principal(request, Role.ADMIN)
+    return await _principal(request, Role.ADMIN)
 
 
 ServicesDep = Annotated[Services, Depends(services)]
 ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
+KbAdminPrincipal = Annotated[Principal, Depends(kb_admin_principal)]
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]

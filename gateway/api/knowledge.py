@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api.deps import AdminPrincipal, ServicesDep
+from gateway.api.deps import AdminPrincipal, ChatPrincipal, KbAdminPrincipal, ServicesDep
 from gateway.chat.context import Sources
-from gateway.errors import BadRequestError
+from gateway.errors import BadRequestError, NotFoundError
 from gateway.knowledge.service import KnowledgeService, knowledge_service
 from gateway.services import Services
+from gateway.tenants.grants import check_knowledge_base, check_manages, models_knowledge_bases
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge"])
 
@@ -52,17 +53,25 @@ async def create(body: NewKnowledgeBase, services: ServicesDep,
 
 
 @router.get("")
-async def list_bases(services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    return {"object": "list", "data": await _knowledge(services).list_bases()}
+async def list_bases(services: ServicesDep, principal: KbAdminPrincipal) -> dict[str, Any]:
+    bases = await _knowledge(services).list_bases()
+    return {"object": "list",
+            "data": [b for b in bases if principal.may_use_knowledge_base(b["name"])]}
 
 
 @router.get("/jobs/{job_id}")
-async def job(job_id: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    return _knowledge(services).job(job_id)
+async def job(job_id: str, services: ServicesDep, principal: KbAdminPrincipal
+              ) -> dict[str, Any]:
+    progress = _knowledge(services).job(job_id)
+    if not principal.may_use_knowledge_base(progress["knowledge_base"]):
+        raise NotFoundError(f"no ingestion job {job_id}", code="job_not_found")
+    return progress
 
 
 @router.get("/{name}")
-async def get(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+async def get(name: str, services: ServicesDep, principal: KbAdminPrincipal
+              ) -> dict[str, Any]:
+    check_manages(principal, name)
     return await _knowledge(services).get(name)
 
 
@@ -73,22 +82,26 @@ async def delete(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[st
 
 
 @router.get("/{name}/documents")
-async def documents(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
+async def documents(name: str, services: ServicesDep, principal: KbAdminPrincipal
+                    ) -> dict[str, Any]:
+    check_manages(principal, name)
     return {"object": "list", "data": await _knowledge(services).documents(name)}
 
 
 @router.delete("/{name}/documents/{source:path}")
 async def delete_document(name: str, source: str, services: ServicesDep,
-                          _: AdminPrincipal) -> dict[str, Any]:
+                          principal: KbAdminPrincipal) -> dict[str, Any]:
+    check_manages(principal, name)
     await _knowledge(services).delete_document(name, source)
     return {"id": source, "object": "knowledge_base.document.deleted", "deleted": True}
 
 
 @router.post("/{name}/documents", status_code=202)
-async def upload(name: str, services: ServicesDep, _: AdminPrincipal,
+async def upload(name: str, services: ServicesDep, principal: KbAdminPrincipal,
                  files: Annotated[list[UploadFile], File(description="One or more files")]
                  ) -> dict[str, Any]:
     """Store the files and queue an ingestion job; poll ``/jobs/{id}`` for progress."""
+    check_manages(principal, name)
     knowledge = _knowledge(services)
     if not files:
         raise BadRequestError("no files in the upload", param="files")
@@ -99,7 +112,9 @@ async def upload(name: str, services: ServicesDep, _: AdminPrincipal,
 
 @router.post("/{name}/search")
 async def search(name: str, body: SearchRequest, services: ServicesDep,
-                 _: AdminPrincipal) -> dict[str, Any]:
+                 principal: ChatPrincipal) -> dict[str, Any]:
+    check_knowledge_base(principal, name,
+                         models_knowledge_bases(services.settings.models, principal))
     passages = await _knowledge(services).search(
         name, body.query, top_k=body.top_k, mode=body.mode, score_threshold=body.score_threshold)
     return {"object": "list", "data": Sources(name, passages).to_api()}

@@ -12,21 +12,23 @@ from gateway.api.deps import ChatPrincipal, ServicesDep, chat_principal_of, cont
 from gateway.errors import BadRequestError, from_validation_errors
 from gateway.json_body import parse_json_body
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from gateway.tenants.grants import model_route
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.get("/models", response_model=ModelList)
-async def list_models(services: ServicesDep, _: ChatPrincipal) -> ModelList:
+async def list_models(services: ServicesDep, principal: ChatPrincipal) -> ModelList:
     return ModelList(data=[
         ModelCard(id=r.name, created=r.created, owned_by=r.owned_by)
-        for r in services.pool.models.values()
+        for r in services.pool.models.values() if principal.may_use_model(r.name)
     ])
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard)
-async def get_model(model_id: str, services: ServicesDep, _: ChatPrincipal) -> ModelCard:
-    route = services.pool.route(model_id)
+async def get_model(model_id: str, services: ServicesDep, principal: ChatPrincipal
+                    ) -> ModelCard:
+    route = model_route(services.pool, principal, model_id)
     return ModelCard(id=route.name, created=route.created, owned_by=route.owned_by)
 
 
@@ -51,7 +53,8 @@ _COMPLETION_BODY = {"requestBody": {"required": True, "content": {"application/j
 async def chat_completions(request: Request) -> Response:
     # the hot path resolves its dependencies inline: FastAPI's dependency solving costs
     # more per request than everything else the gateway does before the backend call
-    services, ctx, principal = services_of(request), context_of(request), chat_principal_of(request)
+    services, ctx = services_of(request), context_of(request)
+    principal = await chat_principal_of(request)
     data, body = await read_json(request, ChatCompletionRequest)
     return await services.chat.chat(ctx, principal, data, body, request.headers)
 
@@ -59,6 +62,6 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/completions", openapi_extra=_COMPLETION_BODY)
 async def completions(request: Request) -> Response:
     services, ctx = services_of(request), context_of(request)
-    chat_principal_of(request)
+    principal = await chat_principal_of(request)
     data, body = await read_json(request, CompletionRequest)
-    return await services.chat.completion(ctx, data, body)
+    return await services.chat.completion(ctx, principal, data, body)

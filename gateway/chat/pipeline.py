@@ -44,6 +44,7 @@ from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 from gateway.settings import KnowledgeConfig, ModelConfig
+from gateway.tenants.grants import check_knowledge_base, model_route
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -91,12 +92,12 @@ class ChatPipeline:
     async def chat(self, ctx: RequestContext, principal: Principal, data: dict[str, Any],
                    body: ChatCompletionRequest, headers: Mapping[str, str]) -> Response:
         """``data`` is the client's JSON, ``body`` its validated view."""
-        route = self.pool.route(body.model)
+        route = model_route(self.pool, principal, body.model)
         model = self.model_config(body.model)
         conversation_id = body.conversation_id or headers.get("x-conversation-id")
         turn = await self._begin(principal, conversation_id) if conversation_id else None
         try:
-            return await self._run(ctx, route, model, data, body, headers, turn)
+            return await self._run(ctx, principal, route, model, data, body, headers, turn)
         except BaseException:
             if turn is not None:
                 await turn.release()
@@ -106,7 +107,8 @@ class ChatPipeline:
         service = conversation_service(self.conversations, param="conversation_id")
         return await begin_turn(service, principal, conversation_id)
 
-    async def _run(self, ctx: RequestContext, route: ModelRoute, model: ModelConfig,
+    async def _run(self, ctx: RequestContext, principal: Principal, route: ModelRoute,
+                   model: ModelConfig,
                    data: dict[str, Any], body: ChatCompletionRequest,
                    headers: Mapping[str, str], turn: Turn | None) -> Response:
         history = (
@@ -115,7 +117,7 @@ class ChatPipeline:
                                              model.system_prompt))
         counter = self.counter_for(model.name)
         strategy = strategy_for(model, stored=turn is not None)
-        retrieved = await self._retrieve(model, body, history, counter, strategy)
+        retrieved = await self._retrieve(principal, model, body, history, counter, strategy)
         prompt = assemble(history, retrieved)
         planned = await self._truncate(prompt, history, model, counter, strategy, retrieved)
         check_tool_messages(planned.messages)
@@ -156,14 +158,16 @@ class ChatPipeline:
         return relay_stream(ctx, reply, self.metrics, hooks, out_headers,
                             client_wants_usage=wants_usage)
 
-    async def _retrieve(self, model: ModelConfig, body: ChatCompletionRequest,
-                        history: histories.History, counter: MessageCounter,
-                        strategy: Strategy | None) -> Retrieved | None:
+    async def _retrieve(self, principal: Principal, model: ModelConfig,
+                        body: ChatCompletionRequest, history: histories.History,
+                        counter: MessageCounter, strategy: Strategy | None
+                        ) -> Retrieved | None:
         options = body.ragate.model_dump(exclude_none=True) if body.ragate else None
         metadata = history.conversation.metadata if history.conversation else {}
         use = knowledge_use(model, options, metadata)
         if not use.knowledge_base:
             return None
+        check_knowledge_base(principal, use.knowledge_base, (model.knowledge.knowledge_base,))
         budget = window_of(model).budget if strategy is not None else None
         config = self.knowledge_config
         return await retrieve(self.knowledge, use, latest_user_text(history.new), counter,
@@ -258,9 +262,9 @@ class ChatPipeline:
 
     # -- legacy completions -----------------------------------------------------------------
 
-    async def completion(self, ctx: RequestContext, data: dict[str, Any],
-                         body: CompletionRequest) -> Response:
-        route = self.pool.route(body.model)
+    async def completion(self, ctx: RequestContext, principal: Principal,
+                         data: dict[str, Any], body: CompletionRequest) -> Response:
+        route = model_route(self.pool, principal, body.model)
         counter = self.counter_for(body.model)
         routing = await routing_request(route, self.upstream.hints, ctx, body.user, None)
         payload = backend_payload(data)

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 ADMIN = {"Authorization": "Bearer sk-kb-admin"}
 CHAT = {"Authorization": "Bearer sk-kb-chat"}
+OTHER = {"Authorization": "Bearer sk-kb-other"}
 
 LIGHTHOUSE = ("The Brightwater lighthouse was built in 1871 by the engineer Ada Kellan. "
               "Its lamp burns whale oil and can be seen 19 nautical miles out at sea. "
@@ -44,7 +45,8 @@ def gateway(llama_pair: list[LlamaCppServer], tmp_path_factory: pytest.TempPathF
         "local_backends": [],
         "server": {"data_dir": str(workdir / "data")},
         "auth": {"keys": [{"key": "sk-kb-admin", "role": "admin"},
-                          {"key": "sk-kb-chat", "role": "chat"}]},
+                          {"key": "sk-kb-chat", "role": "chat", "knowledge_bases": ["town"]},
+                          {"key": "sk-kb-other", "role": "chat", "owner": "other"}]},
         "knowledge": {"enabled": True, "max_file_bytes": 200_000},
         "models": [{"name": "smollm2", "context_window": 2048,
                     "backends": [{"url": llama_pair[0].url, "kind": "llamacpp",
@@ -155,6 +157,32 @@ def test_conversation_names_its_knowledge_base(gateway: GatewayProcess,
     assert items[0]["content"] == "What bread does Marlow's bake?", \
         "the stored turn is the user's message, not the injected context"
     assert json.dumps(items).count("Passages from the knowledge base") == 0
+
+
+def test_an_ungranted_base_reads_as_absent_in_chat_stream_conversation_and_search(
+        gateway: GatewayProcess, knowledge_base: str) -> None:
+    question = {"model": "smollm2", "max_tokens": 8,
+                "messages": [{"role": "user", "content": "Who built the lighthouse?"}]}
+    with httpx.Client(base_url=gateway.url, timeout=120, headers=OTHER) as client:
+        answers = {}
+        for name in ("town", "nowhere"):
+            asked = {**question, "ragate": {"knowledge_base": name}}
+            plain = client.post("/v1/chat/completions", json=asked)
+            streamed = client.post("/v1/chat/completions", json={**asked, "stream": True})
+            searched = client.post(f"/v1/knowledge_bases/{name}/search",
+                                   json={"query": "lighthouse"})
+            answers[name] = [(r.status_code, r.json()["error"]["code"])
+                             for r in (plain, streamed, searched)]
+            assert "Kellan" not in plain.text + streamed.text + searched.text
+        assert answers["town"] == answers["nowhere"] == [
+            (404, "knowledge_base_not_found")] * 3
+        cid = client.post("/v1/conversations",
+                          json={"metadata": {"knowledge_base": "town"}}).json()["id"]
+        turn = client.post("/v1/chat/completions", json={**question, "conversation_id": cid})
+        assert turn.status_code == 404 and "Kellan" not in turn.text
+    with httpx.Client(base_url=gateway.url, timeout=120, headers=CHAT) as client:
+        hits = client.post("/v1/knowledge_bases/town/search", json={"query": "lighthouse"})
+        assert hits.status_code == 200 and "Kellan" in hits.text, "granted: searchable"
 
 
 def test_the_embedding_model_answers_as_openais_embeddings_endpoint(
