@@ -13,7 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, conversations, embeddings, health, keys, knowledge, openai
+from gateway.api import (
+    admin,
+    conversations,
+    embeddings,
+    health,
+    keys,
+    knowledge,
+    openai,
+    usage,
+)
 from gateway.api.hotpath import HotPathMiddleware, error_response
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
@@ -29,6 +38,7 @@ from gateway.middleware import RequestMiddleware
 from gateway.services import Services
 from gateway.session_hints import RedisSessionHints
 from gateway.settings import Settings, StoreKind, is_loopback
+from gateway.tenants.accounting import open_tenancy
 from gateway.tenants.store import open_key_store
 
 log = logging.getLogger("ragate")
@@ -84,6 +94,8 @@ def create_app(
             stack.push_async_callback(key_store.close)
             services.keys.store = key_store
             await services.keys.start()
+            services.tenancy = await open_tenancy(settings, metrics)
+            stack.push_async_callback(services.tenancy.close)
             check_exposure(settings, managed_keys=services.keys.enabled)
             await services.pool.start()
             stack.push_async_callback(services.pool.close)
@@ -107,6 +119,7 @@ def create_app(
                 metrics=metrics, conversations=services.conversations,
                 knowledge=services.knowledge, knowledge_config=settings.knowledge,
                 summarizer=pool_completer(services.pool, settings.pool),
+                tenancy=services.tenancy,
             )
             yield
 
@@ -118,12 +131,14 @@ def create_app(
     app.include_router(knowledge.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     app.add_middleware(HotPathMiddleware, routes={
         "/v1/chat/completions": openai.chat_completions, "/v1/completions": openai.completions,
     })
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.server.max_body_bytes,
-                       max_upload_bytes=settings.knowledge.max_upload_bytes, metrics=metrics)
+                       max_upload_bytes=settings.knowledge.max_upload_bytes, metrics=metrics,
+                       on_finish=services.finish)
     _install_error_handlers(app)
     return app
 

@@ -27,6 +27,7 @@ class RequestContext:
     cached_tokens: int | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    admission: Any = None  # the rate limiter's, settled when the request is over
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

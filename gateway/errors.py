@@ -48,10 +48,12 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         status_code: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers or {}  # sent with the error (Retry-After on a 429)
         if code is not None:
             self.code = code
         if status_code is not None:

@@ -72,6 +72,13 @@ class Metrics:
             "source failed", ["model"], registry=r,
         )
 
+        # per team (bounded: teams are created by admins), never per key
+        self.tenant_requests = Counter(
+            "ragate_tenant_requests", "Requests per team and model: ok, error, limited",
+            ["team", "model", "outcome"], registry=self.registry)
+        self.tenant_tokens = Counter(
+            "ragate_tenant_tokens", "Tokens per team and model", ["team", "model", "direction"],
+            registry=self.registry)
         self.route_predicted_cached = Counter(
             "ragate_route_predicted_cached_tokens", "Prompt tokens the routing index expected "
             "the chosen backend to hold", ["model"], registry=r,

@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,8 +26,10 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics,
-                 max_upload_bytes: int | None = None) -> None:
+                 max_upload_bytes: int | None = None,
+                 on_finish: Callable[[RequestContext], None] | None = None) -> None:
         self.app = app
+        self.on_finish = on_finish
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes or max_body_bytes
         self.metrics = metrics
@@ -104,6 +107,8 @@ class RequestMiddleware:
         model, backend = ctx.model or "", ctx.backend or ""
         self.metrics.requests.labels(route, model, backend, str(ctx.status)).inc()
         self.metrics.latency.labels(route, model).observe(ctx.elapsed())
+        if self.on_finish is not None:
+            self.on_finish(ctx)
         if log.isEnabledFor(logging.INFO):
             record: dict[str, Any] = ctx.log_record()
             log.info(json.dumps(record, separators=(",", ":")))

@@ -16,11 +16,13 @@ from gateway.chat.tokens import (
     MessageCounter,
     TextCounter,
 )
+from gateway.context import RequestContext
 from gateway.conversations.service import ConversationService
 from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.session_hints import LocalSessionHints, SessionHints
 from gateway.settings import ModelConfig, Settings, TokenizerSource
+from gateway.tenants.accounting import Tenancy
 
 if TYPE_CHECKING:
     from gateway.chat.pipeline import ChatPipeline
@@ -37,6 +39,12 @@ class Services:
     knowledge: KnowledgeService | None = None
     counters: dict[str, MessageCounter] = field(default_factory=dict)
     chat_pipeline: ChatPipeline | None = None
+    tenancy: Tenancy | None = None
+
+    def finish(self, ctx: RequestContext) -> None:
+        """A request is over (the middleware calls this): settle its limits, record usage."""
+        if self.tenancy is not None:
+            self.tenancy.finish(ctx)
 
     @property
     def chat(self) -> ChatPipeline:

@@ -12,7 +12,7 @@ import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -240,8 +240,21 @@ class ApiKeyConfig(_Strict):
         return self
 
 
+class RateLimitsConfig(_Strict):
+    store: Literal["local", "redis"] | None = Field(
+        default=None, description="local (one process) or redis (shared by replicas); "
+        "default: redis when the key store is Redis")
+    redis_url: str | None = Field(default=None, description="Default: the key store's")
+    default_cap_tokens: int = Field(default=4096, ge=1, description="The most a reply may "
+                                    "generate for a key with token limits that sent no "
+                                    "max_tokens (what is reserved against its budget)")
+    lease_s: float = Field(default=900, gt=0, description="A concurrency slot of a replica "
+                           "that died is freed after this long")
+
+
 class AuthConfig(_Strict):
     keys: list[ApiKeyConfig] = Field(default_factory=list)
+    limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     # managed keys (``ragate keys``, /admin/keys) live in this store; "sqlite" is the
     # embedded default (DATA_DIR/keys.db), "redis" shares them across replicas
     store: StoreKind | None = Field(default=None, description="Default: the "
@@ -341,6 +354,11 @@ class Settings(BaseSettings):
     @property
     def keys_sqlite_path(self) -> Path:
         return self.auth.sqlite_path or self.server.data_dir / "keys.db"
+
+    @property
+    def limits_shared(self) -> bool:
+        store = self.auth.limits.store
+        return store == "redis" if store else self.keys_store is StoreKind.REDIS
 
     @property
     def sqlite_path(self) -> Path:

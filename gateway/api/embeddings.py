@@ -46,7 +46,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, services: ServicesDep, _: ChatPrincipal
+async def embeddings(request: Request, services: ServicesDep, principal: ChatPrincipal
                      ) -> dict[str, Any]:
     body = (await read_json(request, EmbeddingRequest))[1]
     knowledge = knowledge_service(services.knowledge, param="model")
@@ -58,8 +58,13 @@ async def embeddings(request: Request, services: ServicesDep, _: ChatPrincipal
     if body.dimensions is not None and body.dimensions != embedder.dimension:
         raise BadRequestError(f"dimensions: {embedder.name} gives {embedder.dimension}",
                               param="dimensions", code="unsupported_value")
-    context_of(request).model = embedder.name
-    vectors, counts = await knowledge.embed(_texts(body.input))
+    ctx = context_of(request)
+    ctx.model = embedder.name
+    texts = _texts(body.input)
+    if services.tenancy is not None and principal.limited:  # generates nothing: cap 0
+        await services.tenancy.admit(ctx, principal, sum(len(t) for t in texts) // 4, 0)
+    vectors, counts = await knowledge.embed(texts)
+    ctx.prompt_tokens, ctx.completion_tokens = sum(counts), 0
     data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
             for i, v in enumerate(vectors)]
     tokens = sum(counts)

@@ -45,4 +45,4 @@ def error_response(scope: Scope, exc: GatewayError) -> JSONResponse:
     ctx = scope.get("state", {}).get("ctx")
     if ctx is not None:
         ctx.error = exc.message
-    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers or None)

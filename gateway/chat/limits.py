@@ -39,6 +39,15 @@ class ReplyLimits:
         return cls(min(given) if given else None, data.get("parallel_tool_calls") is False)
 
 
+def with_length_limit(payload: dict[str, Any], limit: int) -> None:
+    """The engine's body asks for at most ``limit`` tokens, under the name the client
+    used (``max_tokens`` when it used none; the kind translates as it must)."""
+    if "max_completion_tokens" in payload:
+        payload["max_completion_tokens"] = limit
+    if "max_tokens" in payload or "max_completion_tokens" not in payload:
+        payload["max_tokens"] = limit
+
+
 def _choice_text(choice: Mapping[str, Any]) -> tuple[str, str | None]:
     """(the choice's text, the key it is under in its message) for chat and legacy."""
     message = choice.get("message")

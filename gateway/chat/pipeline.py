@@ -28,7 +28,7 @@ from gateway.backends.kinds import check_tool_messages
 from gateway.chat import history as histories
 from gateway.chat.assembly import Prompt, assemble
 from gateway.chat.context import Retrieved, knowledge_use, latest_user_text, retrieve
-from gateway.chat.limits import ReplyLimits
+from gateway.chat.limits import ReplyLimits, with_length_limit
 from gateway.chat.relay import RelayHooks, relay_json, relay_stream
 from gateway.chat.reuse import RecentPrompts, prefix_reuse
 from gateway.chat.summary import Complete, summary_at, summary_message
@@ -44,6 +44,7 @@ from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 from gateway.settings import KnowledgeConfig, ModelConfig
+from gateway.tenants.accounting import Tenancy
 from gateway.tenants.grants import check_knowledge_base, model_route
 
 CHAT_PATH = "/v1/chat/completions"
@@ -75,6 +76,7 @@ class ChatPipeline:
         knowledge_config: KnowledgeConfig,
         summarizer: Callable[[str], Complete],
         recent: RecentPrompts | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.pool = pool
         self.model_config = model_config
@@ -86,6 +88,7 @@ class ChatPipeline:
         self.knowledge_config = knowledge_config
         self.summarizer = summarizer
         self.recent = recent or RecentPrompts()
+        self.tenancy = tenancy
 
     # -- chat completions -------------------------------------------------------------------
 
@@ -134,6 +137,18 @@ class ChatPipeline:
         routing = await routing_request(route, self.upstream.hints, ctx, session,
                                         planned.messages)
         payload = backend_payload(data, messages=planned.messages)
+
+        async def prompt_tokens() -> int:  # counted only for keys with limits
+            if planned.fingerprint is not None:
+                counted = sum(n for _, n in planned.fingerprint)
+            else:
+                counted = sum(await counter.count(planned.messages))
+            # a budget reserves what the prompt may really cost: an estimate could be
+            # short, and concurrent requests would each overspend by the difference
+            return counted if counter.exact else max(counted,
+                                                     counter.upper_bound(planned.messages))
+
+        limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens)
         reply = await self.upstream.send(ctx, route, CHAT_PATH, payload, routing)
         out_headers["x-ragate-backend"] = reply.backend.name
         out_headers.update(dropped_header(reply, CHAT_PATH, payload))
@@ -144,7 +159,7 @@ class ChatPipeline:
             on_complete=completed,
             on_usage=lambda: self.upstream.feedback(route, ctx),
             extras={"sources": retrieved.sources.to_api()} if retrieved is not None else None,
-            limits=ReplyLimits.of(data), count_text=counter.count_text, choices=body.n or 1,
+            limits=limits, count_text=counter.count_text, choices=body.n or 1,
         )
         if not body.stream:
             response, message = await relay_json(ctx, reply, self.metrics, hooks, out_headers)
@@ -157,6 +172,25 @@ class ChatPipeline:
         wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         return relay_stream(ctx, reply, self.metrics, hooks, out_headers,
                             client_wants_usage=wants_usage)
+
+    async def _admit(self, ctx: RequestContext, principal: Principal, data: dict[str, Any],
+                     headers: dict[str, str], payload: dict[str, Any],
+                     prompt_tokens: Callable[[], Awaitable[int]]) -> ReplyLimits:
+        """The key's and team's limits: 429 over one of them; else the limits the reply
+        keeps, a budget's cap among them (sent to the engine too)."""
+        limits = ReplyLimits.of(data)
+        if self.tenancy is None or not principal.limited:
+            return limits
+        admission = await self.tenancy.admit(ctx, principal, await prompt_tokens(),
+                                             limits.max_tokens)
+        if admission is None:
+            return limits
+        headers.update(admission.headers)
+        if admission.cap is not None and (limits.max_tokens is None
+                                          or admission.cap < limits.max_tokens):
+            limits = replace(limits, max_tokens=admission.cap)
+            with_length_limit(payload, admission.cap)
+        return limits
 
     async def _retrieve(self, principal: Principal, model: ModelConfig,
                         body: ChatCompletionRequest, history: histories.History,
@@ -268,18 +302,24 @@ class ChatPipeline:
         counter = self.counter_for(body.model)
         routing = await routing_request(route, self.upstream.hints, ctx, body.user, None)
         payload = backend_payload(data)
+        out_headers: dict[str, str] = {}
+
+        async def prompt_tokens() -> int:
+            total = 0
+            for item in _prompts(body.prompt):
+                total += len(item) if isinstance(item, list) else await counter.count_text(item)
+            return total
+
+        limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens)
         reply = await self.upstream.send(ctx, route, COMPLETIONS_PATH, payload, routing)
 
         async def count(reply_text: str) -> Usage:
-            prompt = 0
-            for item in _prompts(body.prompt):
-                prompt += len(item) if isinstance(item, list) else await counter.count_text(item)
-            return Usage(prompt, await counter.count_text(reply_text), "counted")
+            return Usage(await prompt_tokens(), await counter.count_text(reply_text), "counted")
 
-        hooks = RelayHooks(count_usage=count, limits=ReplyLimits.of(data),
+        hooks = RelayHooks(count_usage=count, limits=limits,
                            count_text=counter.count_text, choices=body.n or 1)
-        out_headers = {"x-ragate-backend": reply.backend.name,
-                       **dropped_header(reply, COMPLETIONS_PATH, payload)}
+        out_headers.update({"x-ragate-backend": reply.backend.name,
+                            **dropped_header(reply, COMPLETIONS_PATH, payload)})
         if not body.stream:
             response, _ = await relay_json(ctx, reply, self.metrics, hooks, out_headers)
             return response

@@ -158,6 +158,19 @@ class MessageCounter:
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._on_fallback = on_fallback
         self._estimate = EstimateCounter()
+        self.fell_back = False  # a count was estimated since the tokenizer last worked
+
+    @property
+    def exact(self) -> bool:
+        """Counts come from the model's own tokenizer (not the character estimate)."""
+        return self.counter.source != "estimate" and not self.fell_back
+
+    def upper_bound(self, messages: Sequence[dict[str, Any]]) -> int:
+        """Tokens the messages cannot exceed whatever the tokenizer: a byte-level one
+        (every open model's) spends at least one byte per token, plus template tokens
+        (what budgets reserve when counts are only estimated)."""
+        text_bytes = sum(len(message_text(m).encode()) for m in messages)
+        return text_bytes + (self.per_message_overhead + 8) * len(messages) + 8
 
     async def count_text(self, text: str) -> int:
         """Tokens of a bare text (a completion), without any template overhead."""
@@ -168,6 +181,7 @@ class MessageCounter:
         except Exception as exc:  # a tokenizer failure must not fail the reply
             log.warning("token counting via %s failed (%s); estimating",
                         self.counter.source, exc)
+            self.fell_back = True
             if self._on_fallback is not None:
                 self._on_fallback()
             return estimate_tokens(text)
@@ -183,10 +197,12 @@ class MessageCounter:
             except Exception as exc:  # a tokenizer failure must not fail the chat
                 log.warning("token counting via %s failed (%s); estimating",
                             self.counter.source, exc)
+                self.fell_back = True
                 if self._on_fallback is not None:
                     self._on_fallback()
                 counts = await self._estimate.count(texts)
             else:
+                self.fell_back = False
                 for i, n in zip(missing, counts, strict=True):
                     self._remember(hashes[i], n)
             missing_counts = dict(zip(missing, counts, strict=True))

@@ -3,8 +3,6 @@ take, an oversized stream, Redis restarted under the gateway, a lock left by a c
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +13,8 @@ import httpx
 import pytest
 import redis
 
-from serving import LlamaCppServer, free_port
-from tests.integration.conftest import GatewayProcess
+from serving import LlamaCppServer
+from tests.integration.conftest import GatewayProcess, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -36,30 +34,39 @@ def config(servers: list[LlamaCppServer], workdir: Path, **extra: Any) -> dict[s
                 for s in servers]}], **extra}
 
 
+KEYS = {"auth": {"keys": [{"key": "sk-ops", "role": "admin", "owner": "ops"},
+                          {"key": "sk-careless", "owner": "careless"},
+                          {"key": "sk-careful", "owner": "careful"}]}}
+ADMIN, CARELESS, CAREFUL = ({"Authorization": f"Bearer sk-{k}"}
+                            for k in ("ops", "careless", "careful"))
+
+
 @pytest.fixture(scope="module")
 def gateway(llama_pair: list[LlamaCppServer], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("isolation")
-    gw = GatewayProcess(config(llama_pair, workdir), workdir).start()
+    gw = GatewayProcess(config(llama_pair, workdir, **KEYS), workdir).start()
     try:
         yield gw
     finally:
         gw.stop()
 
 
-def test_one_clients_malformed_requests_leave_the_others_at_100_percent(
+def test_one_keys_malformed_requests_leave_the_others_at_100_percent(
         gateway: GatewayProcess) -> None:
     with httpx.Client(base_url=gateway.url, timeout=120) as client:
-        def send(body: dict[str, Any]) -> int:
-            return client.post("/v1/chat/completions", json=body).status_code
+        def send(job: tuple[dict[str, str], dict[str, Any]]) -> int:
+            headers, body = job
+            return client.post("/v1/chat/completions", json=body, headers=headers).status_code
 
         with ThreadPoolExecutor(4) as pool:
-            statuses = list(pool.map(send, [BAD, GOOD] * 8))
+            statuses = list(pool.map(send, [(CARELESS, BAD), (CAREFUL, GOOD)] * 8))
         bad, good = statuses[0::2], statuses[1::2]
         assert set(bad) == {400}, bad
         assert set(good) == {200}, good
-        backends = client.get("/admin/backends").json()["data"]
+        backends = client.get("/admin/backends", headers=ADMIN).json()["data"]
         assert {b["state"] for b in backends} == {"healthy"}
+        client.headers.update(CARELESS)
         error = client.post("/v1/chat/completions", json=BAD).json()["error"]
         assert "site-packages" not in error["message"] and ".py" not in error["message"]
         assert error["param"] == "top_k"
@@ -73,48 +80,12 @@ def test_an_oversized_stream_does_not_poison_the_next_request(gateway: GatewayPr
                                                               ) -> None:
     huge = {**GOOD, "stream": True,
             "messages": [{"role": "user", "content": "lighthouse " * 100_000}]}
-    with httpx.Client(base_url=gateway.url, timeout=300) as client:
+    with httpx.Client(base_url=gateway.url, timeout=300, headers=CAREFUL) as client:
         with client.stream("POST", "/v1/chat/completions", json=huge) as r:
             r.read()
         assert r.status_code in (400, 502)  # what llama.cpp made of a prompt past n_ctx
         for _ in range(4):  # every pooled connection: none may be the broken one
             assert client.post("/v1/chat/completions", json=GOOD).status_code == 200
-
-
-class RedisServer:
-    """A redis-server of our own on a free port (the shared one is never touched)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port("127.0.0.1")
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 @pytest.fixture

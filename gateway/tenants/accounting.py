@@ -1,0 +1,117 @@
+"""Per-tenant bookkeeping around a request: admit it against the key's and the team's
+limits, and when it is over (however it ended) settle what it used and record usage.
+
+The pipeline calls ``admit`` once it knows the prompt's size; the request middleware
+calls ``finish`` once the last byte went out, so an error, a dropped client or a stream
+cut at its limit all release the request's lease and turn its reservation into what it
+really used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.auth import Principal
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.settings import Settings, StoreKind
+from gateway.tenants.limits import Admission, LocalRateLimiter, RateLimiter, Scope
+from gateway.tenants.usage import RedisUsageStore, SqliteUsageStore, UsageRow, UsageStore
+
+log = logging.getLogger("ragate.tenants")
+
+
+def scopes_of(principal: Principal) -> list[Scope]:
+    """The limits a request is counted against: its key's, then its team's."""
+    scopes = []
+    if principal.limits.any():
+        scopes.append(Scope(f"key:{principal.key_id}", principal.limits))
+    if principal.team and principal.team_limits.any():
+        scopes.append(Scope(f"team:{principal.team}", principal.team_limits))
+    return scopes
+
+
+class Tenancy:
+    def __init__(self, limiter: RateLimiter, usage: UsageStore | None, metrics: Metrics) -> None:
+        self.limiter = limiter
+        self.usage = usage
+        self.metrics = metrics
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def admit(self, ctx: RequestContext, principal: Principal, prompt_tokens: int,
+                    wanted: int | None) -> Admission | None:
+        """None when the principal has no limits (nothing is counted for it)."""
+        scopes = scopes_of(principal)
+        if not scopes:
+            return None
+        try:
+            admission = await self.limiter.admit(scopes, prompt_tokens, wanted)
+        except GatewayError:
+            self.metrics.tenant_requests.labels(principal.team or "-", ctx.model or "",
+                                                "limited").inc()
+            raise
+        ctx.admission = admission
+        return admission
+
+    def finish(self, ctx: RequestContext) -> None:
+        """Settle and record, off the response path (called by the middleware)."""
+        if ctx.key_id is None or (ctx.model is None and ctx.admission is None):
+            return
+        task = asyncio.get_running_loop().create_task(self._finish(ctx))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, ctx: RequestContext) -> None:
+        prompt, completion = ctx.prompt_tokens or 0, ctx.completion_tokens or 0
+        admission: Any = ctx.admission
+        try:
+            if admission is not None:
+                await self.limiter.settle(admission, prompt + completion)
+            if ctx.model is None:
+                return
+            failed = (ctx.status or 500) >= 400
+            team = ctx.team or "-"
+            self.metrics.tenant_requests.labels(team, ctx.model,
+                                                "error" if failed else "ok").inc()
+            if prompt or completion:
+                self.metrics.tenant_tokens.labels(team, ctx.model, "in").inc(prompt)
+                self.metrics.tenant_tokens.labels(team, ctx.model, "out").inc(completion)
+            if self.usage is not None:
+                await self.usage.add(UsageRow(
+                    datetime.now(UTC).strftime("%Y-%m-%d"), ctx.key_id or "-",
+                    ctx.principal or "-", team, ctx.model, 1, int(failed), prompt,
+                    completion, ctx.cached_tokens or 0))
+        except GatewayError as exc:  # the reply went out already: note it, lose nothing else
+            log.warning("usage of request %s not recorded: %s", ctx.request_id, exc.message)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        await self.limiter.close()
+        if self.usage is not None:
+            await self.usage.close()
+
+
+async def open_tenancy(settings: Settings, metrics: Metrics) -> Tenancy:
+    """The limiter and usage store the settings name: Redis when replicas share them."""
+    config = settings.auth.limits
+    limiter: RateLimiter
+    usage: UsageStore
+    if settings.limits_shared:
+        from gateway.tenants.redis_limits import RedisRateLimiter
+
+        url = config.redis_url or settings.keys_redis_url
+        limiter = RedisRateLimiter.from_url(url, prefix=settings.auth.key_prefix,
+                                            default_cap=config.default_cap_tokens,
+                                            lease_s=config.lease_s)
+    else:
+        limiter = LocalRateLimiter(default_cap=config.default_cap_tokens, lease_s=config.lease_s)
+    if settings.keys_store is StoreKind.REDIS:
+        usage = RedisUsageStore.from_url(settings.keys_redis_url, settings.auth.key_prefix)
+    else:
+        usage = await SqliteUsageStore(settings.server.data_dir / "usage.db").open()
+    return Tenancy(limiter, usage, metrics)

@@ -1,0 +1,122 @@
+"""Rate limits and budgets, one suite for the in-process limiter and the Redis one (real
+Redis; two clients stand for two replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.errors import RateLimitError
+from gateway.settings import Limits
+from gateway.tenants.limits import LocalRateLimiter, RateLimiter, Scope, duration
+from gateway.tenants.redis_limits import RedisRateLimiter
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["local", "redis"])
+async def replicas(request: pytest.FixtureRequest) -> AsyncIterator[list[RateLimiter]]:
+    """Two limiters sharing their counts (one process: the same object twice)."""
+    if request.param == "local":
+        local = LocalRateLimiter(default_cap=500)
+        yield [local, local]
+        return
+    prefix = f"test-rl-{secrets.token_hex(4)}"
+    made = [RedisRateLimiter.from_url(REDIS, prefix=prefix, default_cap=500) for _ in range(2)]
+    try:
+        await made[0].redis.ping()
+    except Exception:  # noqa: BLE001
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    try:
+        yield list(made)
+    finally:
+        keys = [k async for k in made[0].redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await made[0].redis.delete(*keys)
+        for limiter in made:
+            await limiter.close()
+
+
+async def outcome(limiter: RateLimiter, scopes: list[Scope], prompt: int = 10,
+                  wanted: int | None = None) -> Any:
+    try:
+        return await limiter.admit(scopes, prompt, wanted)
+    except RateLimitError as exc:
+        return exc
+
+
+async def test_200_concurrent_requests_against_50_a_minute_let_exactly_50_through(
+        replicas: list[RateLimiter]) -> None:
+    scopes = [Scope("key:a", Limits(requests_per_minute=50))]
+    results = await asyncio.gather(*(outcome(replicas[i % 2], scopes) for i in range(200)))
+    refused = [r for r in results if isinstance(r, RateLimitError)]
+    assert len(results) - len(refused) == 50
+    error = refused[0]
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+    assert 1 <= int(error.headers["retry-after"]) <= 60
+    other = await outcome(replicas[0], [Scope("key:b", Limits(requests_per_minute=50))])
+    assert not isinstance(other, RateLimitError), "another key is not touched"
+
+
+async def test_concurrency_is_leased_and_released(replicas: list[RateLimiter]) -> None:
+    scopes = [Scope("key:a", Limits(max_concurrent=2))]
+    first, second = await replicas[0].admit(scopes, 1, 5), await replicas[1].admit(scopes, 1, 5)
+    assert isinstance(await outcome(replicas[0], scopes), RateLimitError)
+    await replicas[1].settle(first, 3)
+    third = await replicas[0].admit(scopes, 1, 5)
+    await replicas[0].settle(second, 3)
+    await replicas[0].settle(third, 3)
+
+
+async def test_a_budget_caps_the_reply_to_what_is_left_and_is_never_exceeded(
+        replicas: list[RateLimiter]) -> None:
+    scopes = [Scope("key:a", Limits(tokens_per_day=1000))]
+    first = await replicas[0].admit(scopes, 100, None)
+    assert (first.cap, first.reserved) == (500, 600), "the default cap when none was asked"
+    second = await replicas[1].admit(scopes, 100, 900)
+    assert second.cap == 300, "only what the first request's reservation left"
+    refused = await outcome(replicas[0], scopes, prompt=100)
+    assert isinstance(refused, RateLimitError) and refused.code == "insufficient_quota"
+    await replicas[0].settle(first, 150)  # it used less than it reserved
+    third = await replicas[1].admit(scopes, 100, 900)
+    assert third.cap == 1000 - 150 - 400 - 100
+
+
+async def test_concurrent_spending_stays_within_the_budget(replicas: list[RateLimiter]
+                                                           ) -> None:
+    budget = 5000
+    scopes = [Scope("key:a", Limits(tokens_per_month=budget)),
+              Scope("team:red", Limits(tokens_per_minute=budget * 2))]
+    rng = random.Random(7)
+    spent = 0
+
+    async def one(i: int) -> None:
+        nonlocal spent
+        prompt = rng.randint(20, 200)
+        admission = await outcome(replicas[i % 2], scopes, prompt, rng.choice([None, 300]))
+        if isinstance(admission, RateLimitError):
+            return
+        await asyncio.sleep(rng.random() / 100)
+        used = prompt + rng.randint(0, admission.cap)  # the gateway stops a reply at its cap
+        spent += used
+        await replicas[i % 2].settle(admission, used)
+
+    await asyncio.gather(*(one(i) for i in range(120)))
+    assert budget * 0.5 < spent <= budget
+
+
+async def test_openais_rate_limit_headers() -> None:
+    limiter = LocalRateLimiter()
+    scopes = [Scope("key:a", Limits(requests_per_minute=10, tokens_per_minute=1000))]
+    admission = await limiter.admit(scopes, 50, 100)
+    assert admission.headers["x-ratelimit-limit-requests"] == "10"
+    assert admission.headers["x-ratelimit-remaining-requests"] == "9"
+    assert admission.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert admission.headers["x-ratelimit-remaining-tokens"] == "850"
+    assert admission.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert (duration(0.02), duration(1), duration(360)) == ("20ms", "1s", "6m0s")
