@@ -78,6 +78,7 @@ WRK_LUA = r"""
 wrk.method = "POST"
 wrk.body = [==[%(body)s]==]
 wrk.headers["Content-Type"] = "application/json"
+%(auth)s
 
 function done(summary, latency, requests)
   local e = summary.errors
@@ -187,10 +188,12 @@ def free_port() -> int:
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None,
-         timeout: float = 10.0) -> tuple[int, bytes]:
+         timeout: float = 10.0, key: str | None = None) -> tuple[int, bytes]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.status, response.read()
@@ -212,16 +215,17 @@ def wait_ready(proc: Proc, url: str, timeout_s: float) -> None:
                      f"its log ends with:\n{proc.tail()}")
 
 
-def check_answers(name: str, base: str) -> None:
+def check_answers(name: str, base: str, key: str | None = None) -> None:
     """One real request of each kind; the fake backend's text must come back."""
-    status, raw = http("POST", base + CHAT_PATH, REQUEST, timeout=30)
+    status, raw = http("POST", base + CHAT_PATH, REQUEST, timeout=30, key=key)
     try:
         content = json.loads(raw)["choices"][0]["message"]["content"]
     except (ValueError, LookupError, TypeError):
         content = None
     if status != 200 or content != FAKE_CONTENT:
         raise BenchError(f"{name}: unexpected chat answer {status}: {raw[:500]!r}")
-    status, raw = http("POST", base + CHAT_PATH, {**REQUEST, "stream": True}, timeout=30)
+    status, raw = http("POST", base + CHAT_PATH, {**REQUEST, "stream": True}, timeout=30,
+                       key=key)
     text = ""
     for line in raw.decode(errors="replace").splitlines():
         if line.startswith("data:") and line[5:].strip() != "[DONE]":
@@ -268,14 +272,51 @@ def ragate_argv() -> list[str]:
     return [sys.executable, "-c", "from gateway.cli import main; main()"]
 
 
+# ragate-tenants: a chat key with a model grant, knowledge-base grants and every limit
+# (high enough never to refuse), in a team with limits of its own, keys and limits in
+# Redis: each request is authenticated, granted, admitted by the Lua script for two
+# scopes, settled and recorded
+TENANT_KEY = "sk-bench-chat"
+ADMIN_KEY = "sk-bench-admin"
+HIGH = 10**12
+TENANT_LIMITS = (f"{{requests_per_minute: {HIGH}, tokens_per_minute: {HIGH}, "
+                 f"max_concurrent: 100000, tokens_per_day: {HIGH}, tokens_per_month: {HIGH}}}")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def tenants_config(prefix: str, store: str) -> str:
+    if store == "local":  # keys in SQLite, limits in process: one gateway
+        return (
+            "auth:\n"
+            "  keys:\n"
+            f"    - {{key: {ADMIN_KEY}, role: admin, owner: ops}}\n"
+            f"    - {{key: {TENANT_KEY}, owner: bench, team: bench-team, models: [fake],\n"
+            f"       knowledge_bases: [handbook], limits: {TENANT_LIMITS}}}\n"
+            "  limits: {store: local}\n"
+        )
+    return (
+        "auth:\n"
+        "  keys:\n"
+        f"    - {{key: {ADMIN_KEY}, role: admin, owner: ops}}\n"
+        f"    - {{key: {TENANT_KEY}, owner: bench, team: bench-team, models: [fake],\n"
+        f"       knowledge_bases: [handbook], limits: {TENANT_LIMITS}}}\n"
+        f"  store: redis\n  redis_url: \"{REDIS_URL}\"\n  key_prefix: {prefix}\n"
+        "  limits: {store: redis}\n"
+    )
+
+
 def start_ragate(procs: Processes, workdir: Path, backend: str,
-                 cpus: set[int] | None) -> tuple[Proc, str]:
+                 cpus: set[int] | None, tenants: str | None = None) -> tuple[Proc, str]:
+    """``tenants``: None (open gateway), "redis" or "local" (keys, grants, limits on)."""
     port = free_port()
-    config = workdir / "ragate.yaml"
+    config = workdir / ("ragate-tenants.yaml" if tenants else "ragate.yaml")
+    prefix = f"ragate-bench-{os.getpid()}"
     config.write_text(
         "local_backends: []\n"
-        "server: {log_level: warning}\n"
-        "models:\n"
+        f"server: {{log_level: warning, data_dir: \"{workdir / config.stem}\"}}\n"
+        "knowledge: {enabled: false}\n"
+        + (tenants_config(prefix, tenants) if tenants else "")
+        + "models:\n"
         "  - name: fake\n"
         f"    backends: [{{url: \"{backend}\", kind: vllm, model: fake-upstream}}]\n"
     )
@@ -284,7 +325,24 @@ def start_ragate(procs: Processes, workdir: Path, backend: str,
                                   "--port", str(port), "--no-local"], cpus=cpus, env=env)
     base = f"http://{HOST}:{port}"
     wait_ready(proc, base + "/ready", 60)
+    if tenants:
+        status, raw = http("PUT", base + "/admin/teams/bench-team",
+                           {"knowledge_bases": ["faq"],
+                            "limits": {"requests_per_minute": HIGH, "tokens_per_day": HIGH}},
+                           key=ADMIN_KEY)
+        if status != 200:
+            raise BenchError(f"ragate-tenants: team not set: {status} {raw[:300]!r}")
     return proc, base
+
+
+def forget_tenants(prefix: str) -> None:
+    """Remove what the tenants run left in the shared Redis."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
 
 
 def ensure_litellm(venv: Path) -> Path:
@@ -349,10 +407,12 @@ def litellm_version(venv: Path) -> str | None:
 
 
 def run_wrk(procs: Processes, workdir: Path, url: str, body: dict[str, Any], concurrency: int,
-            seconds: float, cpus: set[int] | None) -> dict[str, Any]:
-    script = workdir / f"wrk-{abs(hash(json.dumps(body, sort_keys=True)))}.lua"
+            seconds: float, cpus: set[int] | None, key: str | None = None) -> dict[str, Any]:
+    script = workdir / f"wrk-{abs(hash(json.dumps(body, sort_keys=True)))}-{key or 'open'}.lua"
     if not script.exists():
-        script.write_text(WRK_LUA % {"body": json.dumps(body, separators=(",", ":"))})
+        auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
+        script.write_text(WRK_LUA % {"body": json.dumps(body, separators=(",", ":")),
+                                     "auth": auth})
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
             "-s", str(script), url]
     proc = procs.start("wrk", argv, cpus=cpus)
@@ -370,11 +430,12 @@ def measure(procs: Processes, workdir: Path, target: str, base: str, sut: Proc, 
             concurrency: int, args: argparse.Namespace, cpus: set[int] | None) -> Result:
     body = {**REQUEST, "stream": True} if mode == "stream" else REQUEST
     url = base + CHAT_PATH
+    key = key_of(target)
     if args.warmup > 0:
-        run_wrk(procs, workdir, url, body, concurrency, args.warmup, cpus)
+        run_wrk(procs, workdir, url, body, concurrency, args.warmup, cpus, key)
     cpu0 = sut.cpu_seconds()
     wall0 = time.monotonic()
-    raw = run_wrk(procs, workdir, url, body, concurrency, args.duration, cpus)
+    raw = run_wrk(procs, workdir, url, body, concurrency, args.duration, cpus, key)
     cpu_s = sut.cpu_seconds() - cpu0
     cpu_pct = 100 * cpu_s / (time.monotonic() - wall0)
     duration_s = raw["duration_us"] / 1e6
@@ -402,17 +463,25 @@ def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
         else:
             backend, backend_base = start_backend(procs, layout.helpers)
             started.append(backend)
-            if name == "ragate":
-                sut, base = start_ragate(procs, workdir, backend_base, layout.sut)
+            if name in ("ragate", "ragate-tenants"):
+                sut, base = start_ragate(
+                    procs, workdir, backend_base, layout.sut,
+                    tenants=args.tenants_store if name == "ragate-tenants" else None)
             else:
                 sut, base = start_litellm(procs, workdir, backend_base, layout.sut,
                                           args.litellm_venv)
             started.append(sut)
-        check_answers(name, base)
+        check_answers(name, base, key_of(name))
         yield base, sut
     finally:
         for proc in reversed(started):
             procs.stop(proc)
+        if name == "ragate-tenants":
+            forget_tenants(f"ragate-bench-{os.getpid()}")
+
+
+def key_of(target: str) -> str | None:
+    return TENANT_KEY if target == "ragate-tenants" else None
 
 
 # -- report -----------------------------------------------------------------------------
@@ -448,6 +517,12 @@ def summarize(results: list[Result], concurrency: list[int]) -> dict[str, Any]:
                 entry[f"{proxy}_added_p50_ms"] = round(proxy_lo.p50_ms - backend_lo.p50_ms, 3)
         if "ragate_added_p50_ms" in entry:
             entry["latency_target_met"] = entry["ragate_added_p50_ms"] <= 1.0
+        off_hi, on_hi = ragate_hi, by.get(("ragate-tenants", mode, high))
+        off_lo, on_lo = by.get(("ragate", mode, low)), by.get(("ragate-tenants", mode, low))
+        if off_hi and on_hi and off_hi.rps > 0:
+            entry["tenants_throughput_cost_pct"] = round(100 * (1 - on_hi.rps / off_hi.rps), 1)
+        if off_lo and on_lo:
+            entry["tenants_added_p50_ms"] = round(on_lo.p50_ms - off_lo.p50_ms, 3)
         if entry:
             summary[mode] = entry
     summary["concurrency_low"], summary["concurrency_high"] = low, high
@@ -475,6 +550,17 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         if "litellm_added_p50_ms" in entry:
             lines.append(f"- {label}: LiteLLM added p50 at c={low}: "
                          f"{entry['litellm_added_p50_ms']:.2f} ms")
+        if "tenants_throughput_cost_pct" in entry:
+            cost = entry["tenants_throughput_cost_pct"]
+            verdict = "met" if cost <= 15 else "MISSED"
+            store = summary.get("tenants_store", "redis")
+            lines.append(f"- {label}: keys, grants and limits on ({store}) cost {cost:.1f} % "
+                         f"of throughput at c={high} (target <= 15 %: {verdict})")
+        if "tenants_added_p50_ms" in entry:
+            added = entry["tenants_added_p50_ms"]
+            verdict = "met" if added <= 0.3 else "MISSED"
+            lines.append(f"- {label}: and add {added:.2f} ms to p50 at c={low} "
+                         f"(target <= 0.3 ms: {verdict})")
     return lines
 
 
@@ -516,8 +602,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up, discarded")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--targets", nargs="+", default=["backend", "ragate", "litellm"],
-                        choices=["backend", "ragate", "litellm"])
+                        choices=["backend", "ragate", "ragate-tenants", "litellm"])
     parser.add_argument("--skip-litellm", action="store_true", help="no LiteLLM run")
+    parser.add_argument("--tenants-store", choices=["redis", "local"], default="redis",
+                        help="ragate-tenants: keys and limits in Redis (replicas) or local")
     parser.add_argument("--no-stream", action="store_true", help="no streamed row group")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV,
@@ -571,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             procs.stop_all()
     summary = summarize(results, args.concurrency)
+    summary["tenants_store"] = args.tenants_store
     print(table(results))
     print()
     print("\n".join(summary_lines(summary)))

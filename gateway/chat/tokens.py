@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -121,8 +122,15 @@ class BackendTokenizeCounter:
         self.calls = kind.tokenize
         self.model = model
         self.timeout_s = timeout_s
+        self._missing_until = 0.0  # every endpoint answered 404: do not ask before this
+
+    MISSING_RETRY_S = 60.0
 
     async def count(self, texts: Sequence[str]) -> list[int]:
+        if time.monotonic() < self._missing_until:
+            # a backend without a tokenize endpoint: one 404 round trip per message
+            # counted cost more than the request it was for
+            raise RuntimeError("the backend has no tokenize endpoint (404)")
         return [await self._one(t) for t in texts]
 
     async def _one(self, text: str) -> int:
@@ -137,6 +145,8 @@ class BackendTokenizeCounter:
                 return int(body["count"]) if "count" in body else len(body["tokens"])
             if status != 404:
                 break
+        if status == 404:
+            self._missing_until = time.monotonic() + self.MISSING_RETRY_S
         raise RuntimeError(f"tokenize answered HTTP {status}")
 
 
@@ -160,6 +170,14 @@ class MessageCounter:
         self._estimate = EstimateCounter()
         self.fell_back = False  # a count was estimated since the tokenizer last worked
 
+    def _fall_back(self, exc: Exception) -> None:
+        if not self.fell_back:  # logged once per spell of failures, counted every time
+            log.warning("token counting via %s failed (%s); estimating until it works",
+                        self.counter.source, exc)
+        self.fell_back = True
+        if self._on_fallback is not None:
+            self._on_fallback()
+
     @property
     def exact(self) -> bool:
         """Counts come from the model's own tokenizer (not the character estimate)."""
@@ -179,11 +197,7 @@ class MessageCounter:
         try:
             return (await self.counter.count([text]))[0]
         except Exception as exc:  # a tokenizer failure must not fail the reply
-            log.warning("token counting via %s failed (%s); estimating",
-                        self.counter.source, exc)
-            self.fell_back = True
-            if self._on_fallback is not None:
-                self._on_fallback()
+            self._fall_back(exc)
             return estimate_tokens(text)
 
     async def count(self, messages: Sequence[dict[str, Any]],
@@ -195,11 +209,7 @@ class MessageCounter:
             try:
                 counts = await self.counter.count(texts)
             except Exception as exc:  # a tokenizer failure must not fail the chat
-                log.warning("token counting via %s failed (%s); estimating",
-                            self.counter.source, exc)
-                self.fell_back = True
-                if self._on_fallback is not None:
-                    self._on_fallback()
+                self._fall_back(exc)
                 counts = await self._estimate.count(texts)
             else:
                 self.fell_back = False

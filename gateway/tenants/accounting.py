@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from gateway.auth import Principal
@@ -19,7 +19,13 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.settings import Settings, StoreKind
-from gateway.tenants.limits import Admission, LocalRateLimiter, RateLimiter, Scope
+from gateway.tenants.limits import (
+    Admission,
+    LocalRateLimiter,
+    RateLimiter,
+    Scope,
+    window_ids,
+)
 from gateway.tenants.usage import RedisUsageStore, SqliteUsageStore, UsageRow, UsageStore
 
 log = logging.getLogger("ragate.tenants")
@@ -41,6 +47,9 @@ class Tenancy:
         self.usage = usage
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[tuple[str, ...], UsageRow] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self.flush_interval_s = 1.0
 
     async def admit(self, ctx: RequestContext, principal: Principal, prompt_tokens: int,
                     wanted: int | None) -> Admission | None:
@@ -58,39 +67,68 @@ class Tenancy:
         return admission
 
     def finish(self, ctx: RequestContext) -> None:
-        """Settle and record, off the response path (called by the middleware)."""
+        """Settle (off the response path) and note the usage (called by the middleware)."""
         if ctx.key_id is None or (ctx.model is None and ctx.admission is None):
             return
-        task = asyncio.get_running_loop().create_task(self._finish(ctx))
+        prompt, completion = ctx.prompt_tokens or 0, ctx.completion_tokens or 0
+        if ctx.admission is not None:
+            self._spawn(self._settle(ctx, prompt + completion))
+        if ctx.model is None:
+            return
+        failed = (ctx.status or 500) >= 400
+        team = ctx.team or "-"
+        self.metrics.tenant_requests.labels(team, ctx.model, "error" if failed else "ok").inc()
+        if prompt or completion:
+            self.metrics.tenant_tokens.labels(team, ctx.model, "in").inc(prompt)
+            self.metrics.tenant_tokens.labels(team, ctx.model, "out").inc(completion)
+        if self.usage is None:
+            return
+        # usage is summed here and written once a second: one write per key and model
+        # per second instead of one per request (a crash loses at most that second)
+        compact = window_ids(time.time())["day"]  # cached per second
+        day = f"{compact[:4]}-{compact[4:6]}-{compact[6:]}"
+        row = UsageRow(day, ctx.key_id or "-", ctx.principal or "-", team, ctx.model, 1,
+                       int(failed), prompt, completion, ctx.cached_tokens or 0)
+        slot = (row.day, row.key_id, row.owner, row.team, row.model)
+        pending = self._pending.get(slot)
+        if pending is None:
+            self._pending[slot] = row
+        else:
+            pending.add(row)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._spawn(self._flush_soon())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _finish(self, ctx: RequestContext) -> None:
-        prompt, completion = ctx.prompt_tokens or 0, ctx.completion_tokens or 0
-        admission: Any = ctx.admission
+    async def _settle(self, ctx: RequestContext, used: int) -> None:
         try:
-            if admission is not None:
-                await self.limiter.settle(admission, prompt + completion)
-            if ctx.model is None:
-                return
-            failed = (ctx.status or 500) >= 400
-            team = ctx.team or "-"
-            self.metrics.tenant_requests.labels(team, ctx.model,
-                                                "error" if failed else "ok").inc()
-            if prompt or completion:
-                self.metrics.tenant_tokens.labels(team, ctx.model, "in").inc(prompt)
-                self.metrics.tenant_tokens.labels(team, ctx.model, "out").inc(completion)
-            if self.usage is not None:
-                await self.usage.add(UsageRow(
-                    datetime.now(UTC).strftime("%Y-%m-%d"), ctx.key_id or "-",
-                    ctx.principal or "-", team, ctx.model, 1, int(failed), prompt,
-                    completion, ctx.cached_tokens or 0))
-        except GatewayError as exc:  # the reply went out already: note it, lose nothing else
-            log.warning("usage of request %s not recorded: %s", ctx.request_id, exc.message)
+            await self.limiter.settle(ctx.admission, used)
+        except GatewayError as exc:
+            log.warning("limits of request %s not settled: %s", ctx.request_id, exc.message)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.flush_interval_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        rows, self._pending = list(self._pending.values()), {}
+        if not rows or self.usage is None:
+            return
+        try:
+            await self.usage.add_many(rows)
+        except GatewayError as exc:  # the replies went out already: note it, keep counting
+            log.warning("usage of %d key/model rows not recorded: %s", len(rows), exc.message)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        await self.flush()
         await self.limiter.close()
         if self.usage is not None:
             await self.usage.close()

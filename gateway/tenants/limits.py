@@ -25,9 +25,11 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
 from gateway.errors import RateLimitError
@@ -60,7 +62,13 @@ class Admission:
 
 
 def window_ids(now_s: float) -> dict[str, str]:
-    moment = datetime.fromtimestamp(now_s, UTC)
+    return _window_ids(int(now_s))
+
+
+@lru_cache(maxsize=4)
+def _window_ids(second: int) -> dict[str, str]:
+    # formatted once a second, not three times a request
+    moment = datetime.fromtimestamp(second, UTC)
     return {"minute": moment.strftime("%Y%m%d%H%M"), "day": moment.strftime("%Y%m%d"),
             "month": moment.strftime("%Y%m")}
 
@@ -108,7 +116,12 @@ class RateLimiter(Protocol):
     async def admit(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
                     ) -> Admission: ...
 
-    async def settle(self, admission: Admission, used_tokens: int) -> None: ...
+    async def settle(self, admission: Admission, used_tokens: int) -> None:
+        """Release the lease and correct the reservation (it may take effect a few tens of
+        milliseconds later: Redis settles in batches)."""
+
+    async def flush(self) -> None:
+        """Apply every settle made so far."""
 
     async def close(self) -> None: ...
 
@@ -135,7 +148,7 @@ class LocalRateLimiter:
         self.default_cap = default_cap
         self.lease_s = lease_s
         self._clock = clock
-        self._requests: dict[str, list[float]] = {}
+        self._requests: dict[str, deque[float]] = {}
         self._leases: dict[str, dict[str, float]] = {}
         self._tokens: dict[tuple[str, str, str], int] = {}  # (scope, window, id) -> tokens
         self._minute = ""
@@ -151,8 +164,9 @@ class LocalRateLimiter:
         left: list[tuple[int, str, Scope, int]] = []  # (tokens left, window, scope, limit)
         for scope in scopes:
             limits = scope.limits
-            log = self._requests.setdefault(scope.name, [])
-            log[:] = [t for t in log if t > now - WINDOW_MS / 1000]
+            log = self._requests.setdefault(scope.name, deque())
+            while log and log[0] <= now - WINDOW_MS / 1000:  # oldest first: O(1) a request
+                log.popleft()
             if limits.requests_per_minute is not None and len(log) >= limits.requests_per_minute:
                 raise refusal_error(Refusal(scope.name, "requests_per_minute",
                                             limits.requests_per_minute, log[0] + 60 - now))
@@ -194,7 +208,7 @@ class LocalRateLimiter:
 
     def _describe(self, scope: Scope, now: float, windows: dict[str, str]) -> dict[str, str]:
         limits = scope.limits
-        log = self._requests.get(scope.name, [])
+        log = self._requests.get(scope.name) or deque()
         remaining = (limits.requests_per_minute or 0) - len(log)
         reset = (log[0] + 60 - now) if log else 60.0
         token_limit = limits.tokens_per_minute
@@ -205,6 +219,9 @@ class LocalRateLimiter:
 
     async def close(self) -> None:
         return None  # nothing held outside this process
+
+    async def flush(self) -> None:
+        return None  # settles apply at once here
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         if admission.settled:

@@ -9,9 +9,11 @@ is taken whole or refused whole, and no two replicas can both take the last slot
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,75 +37,101 @@ LIMIT_FIELDS = ("requests_per_minute", "max_concurrent", "tokens_per_minute",
                 "tokens_per_day", "tokens_per_month")
 WINDOW_TTL_MS = {"minute": 120_000, "day": 2 * 86_400_000, "month": 32 * 86_400_000}
 
+# One call admits a batch of requests (those that arrived in the same event-loop tick),
+# each in turn, exactly as if each had its own call: the script is atomic as a whole.
+# ARGV: prefix, now, lease_ms, default_cap, the minute/day/month window ids, their TTLs,
+# their resets; then per request: lease, prompt, wanted, scope count, and per scope its
+# name and its five limits as "rpm,concurrent,tpm,tpd,tpmo" (-1: none). The keys are
+# built here from the prefix (few arguments to encode: on the hot path the client's
+# encoding cost more than the script), which ties the limits to one Redis (no cluster).
 _ADMIT = """
-local now, lease, lease_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local prompt, wanted, default_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local n, base = tonumber(ARGV[7]), 8
-local t = base + n * 5
-local ttl = {tonumber(ARGV[t]), tonumber(ARGV[t + 1]), tonumber(ARGV[t + 2])}
-local reset = {tonumber(ARGV[t + 3]), tonumber(ARGV[t + 4]), tonumber(ARGV[t + 5])}
-local tightest, tight_i, tight_w, tight_limit = nil, 0, 0, 0
-for i = 0, n - 1 do
-  local k, a = i * 5, base + i * 5
-  local rpm, conc = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  if rpm >= 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now - 60000)
-    if redis.call('ZCARD', KEYS[k + 1]) >= rpm then
-      local oldest = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
-      local retry = 1000
-      if oldest[2] then retry = tonumber(oldest[2]) + 60000 - now end
-      return {0, i, 0, rpm, retry}
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+local lease_ms, default_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local win = {ARGV[5], ARGV[6], ARGV[7]}
+local ttl = {tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}
+local reset = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
+local names = {'minute', 'day', 'month'}
+local function scope_of(name, limits)
+  local base = prefix .. ':rl:' .. name
+  local l = {}
+  for v in string.gmatch(limits, '[^,]+') do l[#l + 1] = tonumber(v) end
+  return {req = base .. ':req', lease = base .. ':lease', limits = l,
+          tok = {base .. ':tok:minute:' .. win[1], base .. ':tok:day:' .. win[2],
+                 base .. ':tok:month:' .. win[3]}}
+end
+local function admit(lease, prompt, wanted, scopes)
+  local tightest, tight_i, tight_w, tight_limit = nil, 0, 0, 0
+  for i, s in ipairs(scopes) do
+    local rpm, conc = s.limits[1], s.limits[2]
+    if rpm >= 0 then
+      redis.call('ZREMRANGEBYSCORE', s.req, '-inf', now - 60000)
+      if redis.call('ZCARD', s.req) >= rpm then
+        local oldest = redis.call('ZRANGE', s.req, 0, 0, 'WITHSCORES')
+        local retry = 1000
+        if oldest[2] then retry = tonumber(oldest[2]) + 60000 - now end
+        return {0, i - 1, 0, rpm, retry}
+      end
     end
-  end
-  if conc >= 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', now)
-    if redis.call('ZCARD', KEYS[k + 2]) >= conc then return {0, i, 1, conc, 1000} end
-  end
-  for w = 1, 3 do
-    local limit = tonumber(ARGV[a + 1 + w])
-    if limit >= 0 then
-      local left = limit - tonumber(redis.call('GET', KEYS[k + 2 + w]) or '0')
-      if tightest == nil or left < tightest then
-        tightest, tight_i, tight_w, tight_limit = left, i, w, limit
+    if conc >= 0 then
+      redis.call('ZREMRANGEBYSCORE', s.lease, '-inf', now)
+      if redis.call('ZCARD', s.lease) >= conc then return {0, i - 1, 1, conc, 1000} end
+    end
+    for w = 1, 3 do
+      local limit = s.limits[2 + w]
+      if limit >= 0 then
+        local left = limit - tonumber(redis.call('GET', s.tok[w]) or '0')
+        if tightest == nil or left < tightest then
+          tightest, tight_i, tight_w, tight_limit = left, i - 1, w, limit
+        end
       end
     end
   end
-end
-local cap, reserved = wanted, 0
-if tightest ~= nil then
-  if tightest <= prompt then return {0, tight_i, 1 + tight_w, tight_limit, reset[tight_w]} end
-  if wanted < 0 then cap = default_cap end
-  if cap > tightest - prompt then cap = tightest - prompt end
-  reserved = prompt + cap
-end
-for i = 0, n - 1 do
-  local k, a = i * 5, base + i * 5
-  if tonumber(ARGV[a]) >= 0 then
-    redis.call('ZADD', KEYS[k + 1], now, lease)
-    redis.call('PEXPIRE', KEYS[k + 1], 60000)
+  local cap, reserved = wanted, 0
+  if tightest ~= nil then
+    if tightest <= prompt then return {0, tight_i, 1 + tight_w, tight_limit, reset[tight_w]} end
+    if wanted < 0 then cap = default_cap end
+    if cap > tightest - prompt then cap = tightest - prompt end
+    reserved = prompt + cap
   end
-  if tonumber(ARGV[a + 1]) >= 0 then
-    redis.call('ZADD', KEYS[k + 2], now + lease_ms, lease)
-    redis.call('PEXPIRE', KEYS[k + 2], lease_ms)
-  end
-  for w = 1, 3 do
-    if tonumber(ARGV[a + 1 + w]) >= 0 then
-      redis.call('INCRBY', KEYS[k + 2 + w], reserved)
-      redis.call('PEXPIRE', KEYS[k + 2 + w], ttl[w])
+  for _, s in ipairs(scopes) do
+    if s.limits[1] >= 0 then
+      redis.call('ZADD', s.req, now, lease)
+      redis.call('PEXPIRE', s.req, 60000)
+    end
+    if s.limits[2] >= 0 then
+      redis.call('ZADD', s.lease, now + lease_ms, lease)
+      redis.call('PEXPIRE', s.lease, lease_ms)
+    end
+    for w = 1, 3 do
+      if s.limits[2 + w] >= 0 then
+        redis.call('INCRBY', s.tok[w], reserved)
+        redis.call('PEXPIRE', s.tok[w], ttl[w])
+      end
     end
   end
+  local first = scopes[1]
+  local req_left, req_reset = -1, 60000
+  if first.limits[1] >= 0 then
+    req_left = first.limits[1] - redis.call('ZCARD', first.req)
+    local oldest = redis.call('ZRANGE', first.req, 0, 0, 'WITHSCORES')
+    if oldest[2] then req_reset = tonumber(oldest[2]) + 60000 - now end
+  end
+  local tok_left = -1
+  if first.limits[3] >= 0 then
+    tok_left = first.limits[3] - tonumber(redis.call('GET', first.tok[1]) or '0')
+  end
+  return {1, cap, reserved, req_left, req_reset, tok_left}
 end
-local req_left, req_reset = -1, 60000
-if tonumber(ARGV[base]) >= 0 then
-  req_left = tonumber(ARGV[base]) - redis.call('ZCARD', KEYS[1])
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if oldest[2] then req_reset = tonumber(oldest[2]) + 60000 - now end
+local results, a = {}, 14
+while a <= #ARGV do
+  local lease, prompt, wanted = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local n = tonumber(ARGV[a + 3])
+  local scopes = {}
+  for i = 0, n - 1 do scopes[#scopes + 1] = scope_of(ARGV[a + 4 + 2 * i], ARGV[a + 5 + 2 * i]) end
+  results[#results + 1] = admit(lease, prompt, wanted, scopes)
+  a = a + 4 + 2 * n
 end
-local tok_left = -1
-if tonumber(ARGV[base + 2]) >= 0 then
-  tok_left = tonumber(ARGV[base + 2]) - tonumber(redis.call('GET', KEYS[3]) or '0')
-end
-return {1, cap, reserved, req_left, req_reset, tok_left}
+return results
 """
 
 _SETTLE = """
@@ -125,6 +153,11 @@ def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
 
+@lru_cache(maxsize=4096)  # Limits are frozen: one string per distinct set of limits
+def _packed(limits: Any) -> str:
+    return ",".join(str(_limit(getattr(limits, f))) for f in LIMIT_FIELDS)
+
+
 class RedisRateLimiter:
     def __init__(self, client: aioredis.Redis, *, prefix: str = "ragate",
                  default_cap: int = 4096, lease_s: float = 900,
@@ -136,12 +169,21 @@ class RedisRateLimiter:
         self._clock = clock
         self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
+        self.settle_interval_s = 0.05
+        self._queued: list[Any] = []
+        self._calling = False  # an admission call is out
+        self._batches: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRateLimiter:
         return cls(redis_client(url, connect_timeout_s=1, timeout_s=2), **kwargs)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.flush()
         await self.redis.aclose()
 
     def _k(self, scope: str, *parts: str) -> str:
@@ -149,33 +191,77 @@ class RedisRateLimiter:
 
     async def admit(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
                     ) -> Admission:
-        now = self._clock()
-        windows = window_ids(now)
-        keys: list[str] = []
-        args: list[Any] = [int(now * 1000), secrets.token_hex(8), int(self.lease_s * 1000),
-                           prompt_tokens, -1 if wanted is None else wanted, self.default_cap,
-                           len(scopes)]
-        for scope in scopes:
-            keys += [self._k(scope.name, "req"), self._k(scope.name, "lease")]
-            keys += [self._k(scope.name, "tok", w, windows[w]) for w in TOKEN_WINDOWS]
-            args += [_limit(getattr(scope.limits, f)) for f in LIMIT_FIELDS]
-        args += [WINDOW_TTL_MS[w] for w in TOKEN_WINDOWS]
-        args += [int(seconds_to_reset(w, now) * 1000) for w in TOKEN_WINDOWS]
-        try:
-            result = await self._admit(keys=keys, args=args)
-        except RedisError as exc:
-            raise StoreUnavailableError(f"rate limits cannot be checked: {exc}") from exc
+        """Sent at once when no call is out; else queued and sent, with every other
+        admission that arrived meanwhile, as one call when the one out returns (at 32
+        requests in flight one round trip serves many; at 1 nothing waits)."""
+        lease = secrets.token_hex(8)
+        entry = (scopes, prompt_tokens, wanted, lease)
+        if self._calling:
+            future: asyncio.Future[tuple[list[int], float]] = (
+                asyncio.get_running_loop().create_future())
+            self._queued.append((entry, future))
+            result, now = await future
+        else:
+            self._calling = True
+            try:
+                results, now = await self._call([entry])
+            finally:
+                self._next_batch()
+            result = results[0]
         if result[0] == 0:
-            _, index, field, allowed, retry_ms = (int(x) for x in result)
+            _, index, field, allowed, retry_ms = result
             raise refusal_error(Refusal(scopes[index].name, LIMIT_FIELDS[field], allowed,
                                         retry_ms / 1000))
-        _, cap, reserved, req_left, req_reset_ms, tok_left = (int(x) for x in result)
-        admission = Admission(args[1], scopes, windows, reserved, None if cap < 0 else cap)
+        _, cap, reserved, req_left, req_reset_ms, tok_left = result
+        admission = Admission(lease, scopes, window_ids(now), reserved,
+                              None if cap < 0 else cap)
         first = scopes[0].limits
         admission.headers = rate_headers(first, req_left, req_reset_ms / 1000,
-                                     None if tok_left < 0 else tok_left,
-                                     first.tokens_per_minute, seconds_to_reset("minute", now))
+                                         None if tok_left < 0 else tok_left,
+                                         first.tokens_per_minute,
+                                         seconds_to_reset("minute", now))
         return admission
+
+    def _next_batch(self) -> None:
+        """The call out returned: send what queued meanwhile, or be idle."""
+        batch, self._queued = self._queued, []
+        if not batch:
+            self._calling = False
+            return
+        task = asyncio.get_running_loop().create_task(self._send_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _send_batch(self, batch: list[Any]) -> None:
+        try:
+            results, now = await self._call([entry for entry, _ in batch])
+        except Exception as exc:  # every waiter gets the answer, never a hang
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            self._next_batch()
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result((result, now))
+
+    async def _call(self, entries: list[Any]) -> tuple[list[list[int]], float]:
+        now = self._clock()
+        windows = window_ids(now)
+        args: list[Any] = [self.prefix, int(now * 1000), int(self.lease_s * 1000),
+                           self.default_cap, *(windows[w] for w in TOKEN_WINDOWS)]
+        args += [WINDOW_TTL_MS[w] for w in TOKEN_WINDOWS]
+        args += [int(seconds_to_reset(w, now) * 1000) for w in TOKEN_WINDOWS]
+        for scopes, prompt, wanted, lease in entries:
+            args += [lease, prompt, -1 if wanted is None else wanted, len(scopes)]
+            for scope in scopes:
+                args += [scope.name, _packed(scope.limits)]
+        try:
+            results = await self._admit(keys=[], args=args)
+        except RedisError as exc:
+            raise StoreUnavailableError(f"rate limits cannot be checked: {exc}") from exc
+        return [[int(x) for x in result] for result in results], now
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         if admission.settled:
@@ -190,7 +276,28 @@ class RedisRateLimiter:
             args.append("1" if scope.limits.max_concurrent is not None else "0")
             args += ["1" if getattr(scope.limits, FIELDS[w]) is not None else "0"
                      for w in TOKEN_WINDOWS]
+        # settled in batches, one round trip per ``settle_interval_s`` however many
+        # requests ended: a lease is free (and a reservation corrected) that much later
+        self._pending.append((keys, args))
+        if len(self._pending) >= self.SETTLE_BATCH:
+            await self.flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    SETTLE_BATCH = 200
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.settle_interval_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in batch:
+            await self._settle(keys=keys, args=args, client=pipe)  # queued, not sent
         try:
-            await self._settle(keys=keys, args=args)
+            await pipe.execute()
         except RedisError:
-            pass  # the lease expires on its own; the reservation stays counted (safe side)
+            pass  # leases expire on their own; reservations stay counted (the safe side)

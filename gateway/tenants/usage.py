@@ -67,7 +67,7 @@ def group(rows: Iterable[UsageRow], by: str) -> list[dict[str, Any]]:
 
 
 class UsageStore(Protocol):
-    async def add(self, row: UsageRow) -> None: ...
+    async def add_many(self, rows: list[UsageRow]) -> None: ...
 
     async def rows(self, days: list[str], key_id: str | None = None) -> list[UsageRow]: ...
 
@@ -108,17 +108,18 @@ class SqliteUsageStore:
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"usage store failed: {exc}") from exc
 
-    async def add(self, row: UsageRow) -> None:
+    async def add_many(self, rows: list[UsageRow]) -> None:
         def add() -> None:
             assert self._db is not None
-            self._db.execute(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET requests = requests + excluded.requests, errors = errors + excluded.errors,"
-                " prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens ="
-                " completion_tokens + excluded.completion_tokens, cached_tokens ="
-                " cached_tokens + excluded.cached_tokens",
-                (row.day, row.key_id, row.owner, row.team, row.model,
-                 *(getattr(row, m) for m in METRICS)))
+            with self._db:  # one transaction for the batch
+                self._db.executemany(
+                    "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO "
+                    "UPDATE SET requests = requests + excluded.requests, errors = errors + "
+                    "excluded.errors, prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+                    " completion_tokens = completion_tokens + excluded.completion_tokens,"
+                    " cached_tokens = cached_tokens + excluded.cached_tokens",
+                    [(r.day, r.key_id, r.owner, r.team, r.model,
+                      *(getattr(r, m) for m in METRICS)) for r in rows])
         await self._run(add)
 
     async def rows(self, days: list[str], key_id: str | None = None) -> list[UsageRow]:
@@ -154,15 +155,16 @@ class RedisUsageStore:
     def from_url(cls, url: str, prefix: str = "ragate") -> RedisUsageStore:
         return cls(redis_client(url, connect_timeout_s=1, timeout_s=2), prefix)
 
-    async def add(self, row: UsageRow) -> None:
-        key = f"{self.prefix}:usage:{row.day}"
-        dims = _SEP.join(getattr(row, d) for d in DIMENSIONS)
+    async def add_many(self, rows: list[UsageRow]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        for name in METRICS:
-            value = getattr(row, name)
-            if value:
-                pipe.hincrby(key, dims + _SEP + name, value)
-        pipe.expire(key, self.TTL_S)
+        for row in rows:
+            key = f"{self.prefix}:usage:{row.day}"
+            dims = _SEP.join(getattr(row, d) for d in DIMENSIONS)
+            for name in METRICS:
+                value = getattr(row, name)
+                if value:
+                    pipe.hincrby(key, dims + _SEP + name, value)
+            pipe.expire(key, self.TTL_S)
         try:
             await pipe.execute()
         except RedisError as exc:
