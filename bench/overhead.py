@@ -363,16 +363,25 @@ def ensure_litellm(venv: Path) -> Path:
     return script
 
 
+LITELLM_KEY = "sk-litellm-bench-master"
+
+
 def start_litellm(procs: Processes, workdir: Path, backend: str, cpus: set[int] | None,
-                  venv: Path) -> tuple[Proc, str]:
+                  venv: Path, keyed: bool = False) -> tuple[Proc, str]:
+    """``keyed``: LiteLLM's closest configuration to ragate-tenants that runs here: its
+    master key and an rpm limit on the deployment. Its virtual keys (per-key limits and
+    budgets) need Postgres and Prisma, whose engines Prisma downloads at start-up from
+    binaries.prisma.sh: not reachable from these machines."""
     script = ensure_litellm(venv)
     port = free_port()
-    config = workdir / "litellm.yaml"
+    config = workdir / ("litellm-keyed.yaml" if keyed else "litellm.yaml")
+    rpm = ", rpm: 1000000000" if keyed else ""
     config.write_text(
         "model_list:\n"
         "  - model_name: fake\n"
         "    litellm_params:\n"
-        f"      {{model: openai/fake-upstream, api_base: \"{backend}/v1\", api_key: x}}\n"
+        f"      {{model: openai/fake-upstream, api_base: \"{backend}/v1\", api_key: x{rpm}}}\n"
+        + (f"general_settings: {{master_key: {LITELLM_KEY}}}\n" if keyed else "")
     )
     drop = ("DATABASE_URL", "DIRECT_URL", "REDIS_URL", "REDIS_HOST", "LITELLM_MASTER_KEY",
             "OPENAI_API_KEY", "OPENAI_BASE_URL", "VIRTUAL_ENV")
@@ -469,7 +478,7 @@ def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
                     tenants=args.tenants_store if name == "ragate-tenants" else None)
             else:
                 sut, base = start_litellm(procs, workdir, backend_base, layout.sut,
-                                          args.litellm_venv)
+                                          args.litellm_venv, keyed=name == "litellm-key")
             started.append(sut)
         check_answers(name, base, key_of(name))
         yield base, sut
@@ -481,7 +490,7 @@ def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
 
 
 def key_of(target: str) -> str | None:
-    return TENANT_KEY if target == "ragate-tenants" else None
+    return {"ragate-tenants": TENANT_KEY, "litellm-key": LITELLM_KEY}.get(target)
 
 
 # -- report -----------------------------------------------------------------------------
@@ -523,6 +532,9 @@ def summarize(results: list[Result], concurrency: list[int]) -> dict[str, Any]:
             entry["tenants_throughput_cost_pct"] = round(100 * (1 - on_hi.rps / off_hi.rps), 1)
         if off_lo and on_lo:
             entry["tenants_added_p50_ms"] = round(on_lo.p50_ms - off_lo.p50_ms, 3)
+        keyed_hi = by.get(("litellm-key", mode, high))
+        if on_hi and keyed_hi and keyed_hi.rps > 0:
+            entry["tenants_ratio_over_litellm_key"] = round(on_hi.rps / keyed_hi.rps, 1)
         if entry:
             summary[mode] = entry
     summary["concurrency_low"], summary["concurrency_high"] = low, high
@@ -556,6 +568,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             store = summary.get("tenants_store", "redis")
             lines.append(f"- {label}: keys, grants and limits on ({store}) cost {cost:.1f} % "
                          f"of throughput at c={high} (target <= 15 %: {verdict})")
+        if "tenants_ratio_over_litellm_key" in entry:
+            lines.append(f"- {label}: ragate with keys and limits / LiteLLM with its master key "
+                         f"and an rpm limit, throughput at c={high}: "
+                         f"{entry['tenants_ratio_over_litellm_key']:.1f}x")
         if "tenants_added_p50_ms" in entry:
             added = entry["tenants_added_p50_ms"]
             verdict = "met" if added <= 0.3 else "MISSED"
@@ -602,7 +618,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up, discarded")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--targets", nargs="+", default=["backend", "ragate", "litellm"],
-                        choices=["backend", "ragate", "ragate-tenants", "litellm"])
+                        choices=["backend", "ragate", "ragate-tenants", "litellm",
+                                 "litellm-key"])
     parser.add_argument("--skip-litellm", action="store_true", help="no LiteLLM run")
     parser.add_argument("--tenants-store", choices=["redis", "local"], default="redis",
                         help="ragate-tenants: keys and limits in Redis (replicas) or local")
@@ -613,7 +630,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="OUT", help="save the raw numbers here")
     args = parser.parse_args(argv)
     if args.skip_litellm:
-        args.targets = [t for t in args.targets if t != "litellm"]
+        args.targets = [t for t in args.targets if not t.startswith("litellm")]
     return args
 
 

@@ -34,6 +34,7 @@ class Principal:
     limits: Limits = NO_LIMITS
     team_limits: Limits = NO_LIMITS
     expires_at: float | None = None
+    limited: bool = False  # any limit of its own or its team's (decided once, not per request)
 
     @property
     def is_admin(self) -> bool:
@@ -45,9 +46,6 @@ class Principal:
     def may_use_knowledge_base(self, name: str) -> bool:
         return self.is_admin or name in self.knowledge_bases
 
-    @property
-    def limited(self) -> bool:
-        return self.limits.any() or self.team_limits.any()
 
 
 ANONYMOUS = Principal(owner="anonymous", role=Role.ADMIN, key_id="anonymous")
@@ -61,7 +59,8 @@ def principal_of(key: ApiKeyConfig | ManagedKey, team: Team | None) -> Principal
         models=frozenset(key.models) if key.models is not None else None,
         knowledge_bases=frozenset(grants), limits=key.limits,
         team_limits=team.limits if team else NO_LIMITS,
-        expires_at=key.expires_at if isinstance(key, ManagedKey) else None)
+        expires_at=key.expires_at if isinstance(key, ManagedKey) else None,
+        limited=key.limits.any() or bool(team and team.limits.any()))
 
 
 class KeyRing:

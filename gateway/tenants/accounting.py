@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from gateway.auth import Principal
+from gateway.auth import ANONYMOUS, Principal
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
@@ -68,8 +68,9 @@ class Tenancy:
 
     def finish(self, ctx: RequestContext) -> None:
         """Settle (off the response path) and note the usage (called by the middleware)."""
-        if ctx.key_id is None or (ctx.model is None and ctx.admission is None):
-            return
+        if ctx.key_id in (None, ANONYMOUS.key_id) or (ctx.model is None
+                                                      and ctx.admission is None):
+            return  # an open gateway has no tenants to account for
         prompt, completion = ctx.prompt_tokens or 0, ctx.completion_tokens or 0
         if ctx.admission is not None:
             self._spawn(self._settle(ctx, prompt + completion))
