@@ -185,6 +185,15 @@ def test_an_ungranted_base_reads_as_absent_in_chat_stream_conversation_and_searc
         assert hits.status_code == 200 and "Kellan" in hits.text, "granted: searchable"
 
 
+def test_rebuilding_with_a_model_that_is_not_there_is_a_400(gateway: GatewayProcess,
+                                                            knowledge_base: str) -> None:
+    with httpx.Client(base_url=gateway.url, headers=ADMIN, timeout=60) as client:
+        r = client.post(f"/v1/knowledge_bases/{knowledge_base}/rebuild",
+                        json={"embedding_model": "/nonexistent/model"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "embedding_model"
+        assert client.get(f"/v1/knowledge_bases/{knowledge_base}").status_code == 200
+
+
 def test_the_embedding_model_answers_as_openais_embeddings_endpoint(
         gateway: GatewayProcess, knowledge_base: str) -> None:
     from langchain_openai import OpenAIEmbeddings
