@@ -6,7 +6,6 @@ while no gateway runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,40 +14,21 @@ from typing import Any, TypeVar
 
 import click
 
+from gateway.cli_support import config_option, run_on_store
 from gateway.conversations.factory import open_store
 from gateway.conversations.models import export_record
 from gateway.conversations.store import ConversationStore
-from gateway.errors import ConfigError, GatewayError
-from gateway.settings import Settings, load_settings
 
 T = TypeVar("T")
 
 
 def _run(config: str | None, action: Callable[[ConversationStore], Awaitable[T]]) -> T:
-    try:
-        settings: Settings = load_settings(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-    async def main() -> T:
-        store = await open_store(settings)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except GatewayError as exc:
-        raise click.ClickException(exc.message) from exc
+    return run_on_store(config, open_store, lambda store, _: action(store))
 
 
 def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
-
-config_option = click.option("--config", "-c", type=click.Path(dir_okay=False),
-                             envvar="RAGATE_CONFIG", help="YAML config (env: RAGATE_CONFIG)")
 
 
 @click.group()

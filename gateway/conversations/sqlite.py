@@ -1,7 +1,5 @@
-"""SQLite conversation store: the embedded default, one file in WAL mode.
-
-Every statement runs on one dedicated worker thread that owns the connection, so the
-event loop never blocks on disk and the connection is never shared between threads.
+"""SQLite conversation store: the embedded default, one file in WAL mode, every
+statement on the one worker thread that owns the connection (``gateway.sqlite_thread``).
 """
 
 from __future__ import annotations
@@ -10,14 +8,14 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
 from gateway.conversations.store import Order, record_append
-from gateway.errors import ConversationBusyError, NotFoundError, StoreUnavailableError
+from gateway.errors import ConversationBusyError, NotFoundError
+from gateway.sqlite_thread import SqliteThread
 
 T = TypeVar("T")
 
@@ -48,42 +46,20 @@ class SqliteConversationStore:
         self.path = Path(path)
         self.ttl_s = ttl_s
         self.max_turns = max_turns
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-conv")
-        self._db: sqlite3.Connection | None = None
+        self._thread = SqliteThread(path, schema=SCHEMA, what="conversation store")
+        self._run = self._thread.run
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def open(self) -> SqliteConversationStore:
-        await self._run(self._open)
+        await self._thread.open()
         return self
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        self._db = db
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"conversation store failed: {exc}") from exc
 
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailableError("conversation store is not open")
-        return self._db
+        return self._thread.db
 
     async def close(self) -> None:
-        def _close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-        await self._run(_close)
-        self._executor.shutdown(wait=True)
+        await self._thread.close()
 
     # -- conversations --------------------------------------------------------------------
 

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway.errors import ConfigError, GatewayError
-from gateway.settings import Limits, Role, Settings, load_settings
+from gateway.cli_support import config_option, run_on_store
+from gateway.errors import GatewayError
+from gateway.settings import Limits, Role, Settings
 from gateway.tenants.models import ManagedKey, Team, now
 from gateway.tenants.service import KeyService
 from gateway.tenants.store import open_key_store
@@ -26,27 +27,9 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _settings(config: str | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
 def _run(config: str | None, action: Callable[[KeyService], Awaitable[T]]) -> T:
-    settings = _settings(config)
-
-    async def main() -> T:
-        store = await open_key_store(settings)
-        try:
-            return await action(KeyService(store, models={m.name for m in settings.models}))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except GatewayError as exc:
-        raise click.ClickException(exc.message) from exc
+    return run_on_store(config, open_key_store, lambda store, settings: action(
+        KeyService(store, models={m.name for m in settings.models})))
 
 
 def managed_keys_exist(settings: Settings) -> bool:
@@ -87,9 +70,6 @@ def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
         out[name] = value
     return out
 
-
-config_option = click.option("--config", "-c", type=click.Path(dir_okay=False),
-                             envvar="RAGATE_CONFIG", help="YAML config (env: RAGATE_CONFIG)")
 
 
 def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:

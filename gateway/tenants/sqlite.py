@@ -1,19 +1,13 @@
-"""Managed keys in SQLite: one small file, every statement on one worker thread."""
+"""Managed keys in SQLite: one small file (``gateway.sqlite_thread``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
 
-from gateway.errors import StoreUnavailableError
+from gateway.sqlite_thread import SqliteThread
 from gateway.tenants.models import ManagedKey, Team
-
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -31,38 +25,19 @@ CREATE TABLE IF NOT EXISTS teams (
 class SqliteKeyStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-keys")
-        self._db: sqlite3.Connection | None = None
+        self._thread = SqliteThread(path, schema=SCHEMA, what="key store")
+        self._run = self._thread.run
 
     async def open(self) -> SqliteKeyStore:
-        await self._run(self._open)
+        await self._thread.open()
         return self
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        self._db = db
-
     async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._executor.shutdown(wait=False)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"key store failed: {exc}") from exc
+        await self._thread.close()
 
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailableError("key store is not open")
-        return self._db
+        return self._thread.db
 
     async def put_key(self, key: ManagedKey) -> None:
         await self._run(self.db.execute,

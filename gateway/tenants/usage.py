@@ -8,22 +8,20 @@ request adds one row's increments off the event loop. Read back by ``GET /v1/usa
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailableError
 from gateway.redis_client import redis_client
+from gateway.sqlite_thread import SqliteThread
 
-T = TypeVar("T")
 METRICS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens")
 DIMENSIONS = ("key_id", "owner", "team", "model")
 _SEP = "\x1f"
@@ -87,30 +85,19 @@ CREATE TABLE IF NOT EXISTS usage (
 
 class SqliteUsageStore:
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-usage")
-        self._db: sqlite3.Connection | None = None
+        self._thread = SqliteThread(path, schema=SCHEMA, what="usage store")
+        self._run = self._thread.run
 
     async def open(self) -> SqliteUsageStore:
-        def connect() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            self._db = db
-        await self._run(connect)
+        await self._thread.open()
         return self
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"usage store failed: {exc}") from exc
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._thread.db
 
     async def add_many(self, rows: list[UsageRow]) -> None:
         def add() -> None:
-            assert self._db is not None
             with self._db:  # one transaction for the batch
                 self._db.executemany(
                     "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO "
@@ -124,7 +111,6 @@ class SqliteUsageStore:
 
     async def rows(self, days: list[str], key_id: str | None = None) -> list[UsageRow]:
         def read() -> list[UsageRow]:
-            assert self._db is not None
             marks = ",".join("?" * len(days))
             sql = f"SELECT * FROM usage WHERE day IN ({marks})"
             params: list[Any] = list(days)
@@ -135,10 +121,7 @@ class SqliteUsageStore:
         return await self._run(read)
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._executor.shutdown(wait=False)
+        await self._thread.close()
 
 
 class RedisUsageStore:
