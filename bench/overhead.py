@@ -285,24 +285,17 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def tenants_config(prefix: str, store: str) -> str:
-    if store == "local":  # keys in SQLite, limits in process: one gateway
-        return (
-            "auth:\n"
+    """The auth section: keys in Redis and limits shared (``redis``), or keys in SQLite
+    and limits in process (``local``, one gateway)."""
+    keys = ("auth:\n"
             "  keys:\n"
             f"    - {{key: {ADMIN_KEY}, role: admin, owner: ops}}\n"
             f"    - {{key: {TENANT_KEY}, owner: bench, team: bench-team, models: [fake],\n"
-            f"       knowledge_bases: [handbook], limits: {TENANT_LIMITS}}}\n"
-            "  limits: {store: local}\n"
-        )
-    return (
-        "auth:\n"
-        "  keys:\n"
-        f"    - {{key: {ADMIN_KEY}, role: admin, owner: ops}}\n"
-        f"    - {{key: {TENANT_KEY}, owner: bench, team: bench-team, models: [fake],\n"
-        f"       knowledge_bases: [handbook], limits: {TENANT_LIMITS}}}\n"
-        f"  store: redis\n  redis_url: \"{REDIS_URL}\"\n  key_prefix: {prefix}\n"
-        "  limits: {store: redis}\n"
-    )
+            f"       knowledge_bases: [handbook], limits: {TENANT_LIMITS}}}\n")
+    if store == "local":
+        return keys + "  limits: {store: local}\n"
+    return (keys + f"  store: redis\n  redis_url: \"{REDIS_URL}\"\n  key_prefix: {prefix}\n"
+            "  limits: {store: redis}\n")
 
 
 def start_ragate(procs: Processes, workdir: Path, backend: str,
