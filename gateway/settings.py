@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,7 +215,12 @@ class Limits(_Strict):
     tokens_per_month: int | None = Field(default=None, ge=1)
 
     def any(self) -> bool:
-        return any(v is not None for v in self.model_dump().values())
+        return _any_limit(self)
+
+
+@lru_cache(maxsize=4096)  # asked on every request of a key; Limits are frozen and few
+def _any_limit(limits: Limits) -> bool:
+    return any(v is not None for v in limits.model_dump().values())
 
 
 class ApiKeyConfig(_Strict):

@@ -139,14 +139,13 @@ class ChatPipeline:
         payload = backend_payload(data, messages=planned.messages)
 
         async def prompt_tokens() -> int:  # counted only for keys with limits
+            if not counter.exact:
+                # a budget reserves what the prompt may really cost: an estimate could be
+                # short, and concurrent requests would each overspend by the difference
+                return counter.upper_bound(planned.messages)
             if planned.fingerprint is not None:
-                counted = sum(n for _, n in planned.fingerprint)
-            else:
-                counted = sum(await counter.count(planned.messages))
-            # a budget reserves what the prompt may really cost: an estimate could be
-            # short, and concurrent requests would each overspend by the difference
-            return counted if counter.exact else max(counted,
-                                                     counter.upper_bound(planned.messages))
+                return sum(n for _, n in planned.fingerprint)
+            return sum(await counter.count(planned.messages))
 
         limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens)
         reply = await self.upstream.send(ctx, route, CHAT_PATH, payload, routing)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import RateLimitError
 from gateway.settings import Limits
@@ -59,6 +59,14 @@ class Admission:
     cap: int | None = None  # the most the reply may generate (None: no token limit)
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    allowance: Any = None  # the prefetched share it was admitted from (Redis only)
+
+
+@lru_cache(maxsize=4096)  # Limits are frozen and few: read once, not per request
+def limit_values(limits: Limits) -> tuple[int | None, ...]:
+    """(requests per minute, concurrent, tokens per minute, per day, per month)."""
+    return (limits.requests_per_minute, limits.max_concurrent, limits.tokens_per_minute,
+            limits.tokens_per_day, limits.tokens_per_month)
 
 
 def window_ids(now_s: float) -> dict[str, str]:
@@ -163,22 +171,24 @@ class LocalRateLimiter:
                             if slot[2] == windows[slot[1]]}
         left: list[tuple[int, str, Scope, int]] = []  # (tokens left, window, scope, limit)
         for scope in scopes:
-            limits = scope.limits
-            log = self._requests.setdefault(scope.name, deque())
-            while log and log[0] <= now - WINDOW_MS / 1000:  # oldest first: O(1) a request
-                log.popleft()
-            if limits.requests_per_minute is not None and len(log) >= limits.requests_per_minute:
-                raise refusal_error(Refusal(scope.name, "requests_per_minute",
-                                            limits.requests_per_minute, log[0] + 60 - now))
-            leases = self._leases.setdefault(scope.name, {})
-            for lease, expiry in list(leases.items()):
-                if expiry <= now:
-                    del leases[lease]
-            if limits.max_concurrent is not None and len(leases) >= limits.max_concurrent:
-                raise refusal_error(Refusal(scope.name, "max_concurrent",
-                                            limits.max_concurrent, 1.0))
-            for window in TOKEN_WINDOWS:
-                limit = getattr(limits, FIELDS[window])
+            rpm, concurrent, *token_limits = limit_values(scope.limits)
+            if rpm is not None:
+                log = self._requests.setdefault(scope.name, deque())
+                while log and log[0] <= now - WINDOW_MS / 1000:  # oldest first: O(1)
+                    log.popleft()
+                if len(log) >= rpm:
+                    raise refusal_error(Refusal(scope.name, "requests_per_minute", rpm,
+                                                log[0] + 60 - now))
+            if concurrent is not None:
+                leases = self._leases.setdefault(scope.name, {})
+                if len(leases) >= concurrent:  # only then look for leases that expired
+                    for lease, expiry in list(leases.items()):
+                        if expiry <= now:
+                            del leases[lease]
+                    if len(leases) >= concurrent:
+                        raise refusal_error(Refusal(scope.name, "max_concurrent",
+                                                    concurrent, 1.0))
+            for window, limit in zip(TOKEN_WINDOWS, token_limits, strict=True):
                 if limit is not None:
                     used = self._tokens.get((scope.name, window, windows[window]), 0)
                     left.append((limit - used, window, scope, limit))
@@ -193,13 +203,13 @@ class LocalRateLimiter:
             reserved = prompt_tokens + cap
         lease = secrets.token_hex(8)
         for scope in scopes:
-            limits = scope.limits
-            if limits.requests_per_minute is not None:
+            rpm, concurrent, *token_limits = limit_values(scope.limits)
+            if rpm is not None:
                 self._requests[scope.name].append(now)
-            if limits.max_concurrent is not None:
+            if concurrent is not None:
                 self._leases[scope.name][lease] = now + self.lease_s
-            for window in TOKEN_WINDOWS:
-                if getattr(limits, FIELDS[window]) is not None:
+            for window, limit in zip(TOKEN_WINDOWS, token_limits, strict=True):
+                if limit is not None:
                     slot = (scope.name, window, windows[window])
                     self._tokens[slot] = self._tokens.get(slot, 0) + reserved
         admission = Admission(lease, scopes, windows, reserved, cap)

@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,37 @@ from gateway.tenants.limits import (
     seconds_to_reset,
     window_ids,
 )
+
+PREFETCH_SLOTS = 32  # requests admitted locally per allowance
+ALLOWANCE_S = 1.0  # an allowance's life: unused shares go back within it
+
+
+@dataclass
+class Allowance:
+    """A share of every window, taken in Redis for requests this replica will admit
+    without asking (granted only while each limit has at least ten times the share left,
+    so it never decides who gets the last requests of a window: there every request is
+    checked in Redis)."""
+
+    lease: str
+    scopes: list[Scope]
+    windows: dict[str, str]
+    slots: int
+    tokens_left: int
+    expires: float  # monotonic
+    req_left: int
+    tok_left: int
+    used: int = 0
+    in_flight: int = 0
+    expired: bool = False
+    tokens_limited: bool = False
+
+    def headers(self, now: float) -> dict[str, str]:
+        first = self.scopes[0].limits
+        return rate_headers(first, self.req_left - self.used, 60.0,
+                            None if self.tok_left < 0 else self.tok_left,
+                            first.tokens_per_minute, seconds_to_reset("minute", now))
+
 
 LIMIT_FIELDS = ("requests_per_minute", "max_concurrent", "tokens_per_minute",
                 "tokens_per_day", "tokens_per_month")
@@ -59,7 +91,7 @@ local function scope_of(name, limits)
           tok = {base .. ':tok:minute:' .. win[1], base .. ':tok:day:' .. win[2],
                  base .. ':tok:month:' .. win[3]}}
 end
-local function admit(lease, prompt, wanted, scopes)
+local function admit(lease, prompt, wanted, want_k, want_t, scopes)
   local tightest, tight_i, tight_w, tight_limit = nil, 0, 0, 0
   for i, s in ipairs(scopes) do
     local rpm, conc = s.limits[1], s.limits[2]
@@ -109,6 +141,41 @@ local function admit(lease, prompt, wanted, scopes)
       end
     end
   end
+  local granted, granted_tokens = 0, 0
+  if want_k > 0 then
+    local far = true
+    for _, s in ipairs(scopes) do
+      if s.limits[1] >= 0 and s.limits[1] - redis.call('ZCARD', s.req) < 10 * want_k then
+        far = false
+      end
+      if s.limits[2] >= 0 and s.limits[2] - redis.call('ZCARD', s.lease) < 10 * want_k then
+        far = false
+      end
+      for w = 1, 3 do
+        if s.limits[2 + w] >= 0 and
+            s.limits[2 + w] - tonumber(redis.call('GET', s.tok[w]) or '0') < 10 * want_t then
+          far = false
+        end
+      end
+    end
+    if far then
+      granted, granted_tokens = want_k, want_t
+      local slots, leases = {}, {}
+      for j = 1, want_k do
+        slots[#slots + 1] = now + 1000
+        slots[#slots + 1] = lease .. ':' .. j
+        leases[#leases + 1] = now + lease_ms
+        leases[#leases + 1] = lease .. ':' .. j
+      end
+      for _, s in ipairs(scopes) do
+        if s.limits[1] >= 0 then redis.call('ZADD', s.req, unpack(slots)) end
+        if s.limits[2] >= 0 then redis.call('ZADD', s.lease, unpack(leases)) end
+        for w = 1, 3 do
+          if s.limits[2 + w] >= 0 then redis.call('INCRBY', s.tok[w], want_t) end
+        end
+      end
+    end
+  end
   local first = scopes[1]
   local req_left, req_reset = -1, 60000
   if first.limits[1] >= 0 then
@@ -120,18 +187,52 @@ local function admit(lease, prompt, wanted, scopes)
   if first.limits[3] >= 0 then
     tok_left = first.limits[3] - tonumber(redis.call('GET', first.tok[1]) or '0')
   end
-  return {1, cap, reserved, req_left, req_reset, tok_left}
+  return {1, cap, reserved, req_left, req_reset, tok_left, granted, granted_tokens}
 end
 local results, a = {}, 14
 while a <= #ARGV do
   local lease, prompt, wanted = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local n = tonumber(ARGV[a + 3])
+  local want_k, want_t, n = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local scopes = {}
-  for i = 0, n - 1 do scopes[#scopes + 1] = scope_of(ARGV[a + 4 + 2 * i], ARGV[a + 5 + 2 * i]) end
-  results[#results + 1] = admit(lease, prompt, wanted, scopes)
-  a = a + 4 + 2 * n
+  for i = 0, n - 1 do scopes[#scopes + 1] = scope_of(ARGV[a + 6 + 2 * i], ARGV[a + 7 + 2 * i]) end
+  results[#results + 1] = admit(lease, prompt, wanted, want_k, want_t, scopes)
+  a = a + 6 + 2 * n
 end
 return results
+"""
+
+# Gives back what an allowance did not use: ARGV prefix, slots granted, slots used,
+# tokens left, the lease, the minute/day/month ids it was granted in, then per scope its
+# name and limits (as in _ADMIT).
+_RETURN = """
+local prefix, granted, used = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens_left, lease = tonumber(ARGV[4]), ARGV[5]
+local win = {ARGV[6], ARGV[7], ARGV[8]}
+local a = 9
+while a <= #ARGV do
+  local base = prefix .. ':rl:' .. ARGV[a]
+  local l = {}
+  for v in string.gmatch(ARGV[a + 1], '[^,]+') do l[#l + 1] = tonumber(v) end
+  if l[1] >= 0 and used < granted then
+    local unused = {}
+    for j = used + 1, granted do unused[#unused + 1] = lease .. ':' .. j end
+    redis.call('ZREM', base .. ':req', unpack(unused))
+  end
+  if l[2] >= 0 then
+    local leases = {}
+    for j = 1, granted do leases[#leases + 1] = lease .. ':' .. j end
+    redis.call('ZREM', base .. ':lease', unpack(leases))
+  end
+  local windows = {'minute', 'day', 'month'}
+  for w = 1, 3 do
+    local key = base .. ':tok:' .. windows[w] .. ':' .. win[w]
+    if l[2 + w] >= 0 and redis.call('EXISTS', key) == 1 then
+      redis.call('INCRBY', key, -tokens_left)
+    end
+  end
+  a = a + 2
+end
+return 1
 """
 
 _SETTLE = """
@@ -175,6 +276,10 @@ class RedisRateLimiter:
         self._batches: set[asyncio.Task[None]] = set()
         self._pending: list[tuple[list[str], list[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._return = client.register_script(_RETURN)
+        self._allowances: dict[tuple[Any, ...], Allowance] = {}
+        self._share_asked: set[tuple[Any, ...]] = set()
+        self.prefetch = True
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRateLimiter:
@@ -184,6 +289,10 @@ class RedisRateLimiter:
         if self._flusher is not None:
             self._flusher.cancel()
         await self.flush()
+        for key, allowance in list(self._allowances.items()):
+            self._expire(key, allowance)
+        if self._batches:
+            await asyncio.wait(set(self._batches), timeout=5)
         await self.redis.aclose()
 
     def _k(self, scope: str, *parts: str) -> str:
@@ -194,26 +303,39 @@ class RedisRateLimiter:
         """Sent at once when no call is out; else queued and sent, with every other
         admission that arrived meanwhile, as one call when the one out returns (at 32
         requests in flight one round trip serves many; at 1 nothing waits)."""
+        key = tuple((scope.name, scope.limits) for scope in scopes)
+        allowance = self._allowances.get(key)
+        if allowance is not None:
+            local = self._take(allowance, prompt_tokens, wanted)
+            if local is not None:
+                return local
         lease = secrets.token_hex(8)
-        entry = (scopes, prompt_tokens, wanted, lease)
-        if self._calling:
-            future: asyncio.Future[tuple[list[int], float]] = (
-                asyncio.get_running_loop().create_future())
-            self._queued.append((entry, future))
-            result, now = await future
-        else:
-            self._calling = True
-            try:
-                results, now = await self._call([entry])
-            finally:
-                self._next_batch()
-            result = results[0]
+        # one request at a time asks for a share per set of scopes: a batch of requests
+        # that all found the share empty must not take one each
+        asks = self.prefetch and key not in self._share_asked
+        if asks:
+            self._share_asked.add(key)
+        share = (prompt_tokens + (wanted or self.default_cap)) * PREFETCH_SLOTS
+        entry = (scopes, prompt_tokens, wanted, lease,
+                 PREFETCH_SLOTS if asks else 0, share if asks else 0)
+        try:
+            result, now = await self._admit_one(entry)
+        finally:
+            if asks:
+                self._share_asked.discard(key)
         if result[0] == 0:
             _, index, field, allowed, retry_ms = result
             raise refusal_error(Refusal(scopes[index].name, LIMIT_FIELDS[field], allowed,
                                         retry_ms / 1000))
-        _, cap, reserved, req_left, req_reset_ms, tok_left = result
-        admission = Admission(lease, scopes, window_ids(now), reserved,
+        _, cap, reserved, req_left, req_reset_ms, tok_left, granted, granted_tokens = result
+        windows = window_ids(now)
+        if granted:
+            self._grant(key, Allowance(
+                lease, scopes, windows, granted, granted_tokens,
+                time.monotonic() + ALLOWANCE_S, req_left, tok_left,
+                tokens_limited=any(getattr(s.limits, FIELDS[w]) is not None
+                                   for s in scopes for w in TOKEN_WINDOWS)))
+        admission = Admission(lease, scopes, windows, reserved,
                               None if cap < 0 else cap)
         first = scopes[0].limits
         admission.headers = rate_headers(first, req_left, req_reset_ms / 1000,
@@ -221,6 +343,19 @@ class RedisRateLimiter:
                                          first.tokens_per_minute,
                                          seconds_to_reset("minute", now))
         return admission
+
+    async def _admit_one(self, entry: tuple[Any, ...]) -> tuple[list[int], float]:
+        if self._calling:
+            future: asyncio.Future[tuple[list[int], float]] = (
+                asyncio.get_running_loop().create_future())
+            self._queued.append((entry, future))
+            return await future
+        self._calling = True
+        try:
+            results, now = await self._call([entry])
+        finally:
+            self._next_batch()
+        return results[0], now
 
     def _next_batch(self) -> None:
         """The call out returned: send what queued meanwhile, or be idle."""
@@ -253,8 +388,9 @@ class RedisRateLimiter:
                            self.default_cap, *(windows[w] for w in TOKEN_WINDOWS)]
         args += [WINDOW_TTL_MS[w] for w in TOKEN_WINDOWS]
         args += [int(seconds_to_reset(w, now) * 1000) for w in TOKEN_WINDOWS]
-        for scopes, prompt, wanted, lease in entries:
-            args += [lease, prompt, -1 if wanted is None else wanted, len(scopes)]
+        for scopes, prompt, wanted, lease, want_k, want_t in entries:
+            args += [lease, prompt, -1 if wanted is None else wanted, want_k, want_t,
+                     len(scopes)]
             for scope in scopes:
                 args += [scope.name, _packed(scope.limits)]
         try:
@@ -263,10 +399,73 @@ class RedisRateLimiter:
             raise StoreUnavailableError(f"rate limits cannot be checked: {exc}") from exc
         return [[int(x) for x in result] for result in results], now
 
+    def _take(self, allowance: Allowance, prompt: int, wanted: int | None
+              ) -> Admission | None:
+        """An admission from the share, or None when it cannot cover this request (then
+        Redis decides, exactly)."""
+        now = self._clock()
+        windows = window_ids(now)
+        if (allowance.expired or allowance.used >= allowance.slots
+                or windows["minute"] != allowance.windows["minute"]):
+            return None
+        cap: int | None = wanted
+        reserved = 0
+        if allowance.tokens_limited:
+            cap = wanted or self.default_cap
+            reserved = prompt + cap
+            if reserved > allowance.tokens_left:
+                return None  # the share is short: never cut a reply because of it
+            allowance.tokens_left -= reserved
+        allowance.used += 1
+        allowance.in_flight += 1
+        admission = Admission(f"{allowance.lease}:{allowance.used}", allowance.scopes,
+                              allowance.windows, reserved, cap, allowance=allowance)
+        admission.headers = allowance.headers(now)
+        return admission
+
+    def _grant(self, key: tuple[Any, ...], allowance: Allowance) -> None:
+        old = self._allowances.get(key)
+        if old is not None:
+            self._expire(key, old)
+        self._allowances[key] = allowance
+        asyncio.get_running_loop().call_later(ALLOWANCE_S, self._expire, key, allowance)
+
+    def _expire(self, key: tuple[Any, ...], allowance: Allowance) -> None:
+        if allowance.expired:
+            return
+        allowance.expired = True
+        if self._allowances.get(key) is allowance:
+            del self._allowances[key]
+        if allowance.in_flight == 0:
+            self._give_back(allowance)
+
+    def _give_back(self, allowance: Allowance) -> None:
+        task = asyncio.get_running_loop().create_task(self._return_share(allowance))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _return_share(self, allowance: Allowance) -> None:
+        args: list[Any] = [self.prefix, allowance.slots, allowance.used,
+                           allowance.tokens_left, allowance.lease,
+                           *(allowance.windows[w] for w in TOKEN_WINDOWS)]
+        for scope in allowance.scopes:
+            args += [scope.name, _packed(scope.limits)]
+        try:
+            await self._return(keys=[], args=args)
+        except RedisError:
+            pass  # its slots and leases expire on their own; its tokens stay counted
+
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         if admission.settled:
             return
         admission.settled = True
+        allowance = admission.allowance
+        if allowance is not None:  # admitted from a share: settled in it, not in Redis
+            allowance.tokens_left += admission.reserved - used_tokens
+            allowance.in_flight -= 1
+            if allowance.expired and allowance.in_flight == 0:
+                self._give_back(allowance)
+            return
         keys: list[str] = []
         args: list[Any] = [admission.lease, used_tokens - admission.reserved,
                            len(admission.scopes)]

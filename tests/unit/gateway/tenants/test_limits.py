@@ -123,3 +123,48 @@ async def test_openais_rate_limit_headers() -> None:
     assert admission.headers["x-ratelimit-remaining-tokens"] == "850"
     assert admission.headers["x-ratelimit-reset-requests"].endswith("s")
     assert (duration(0.02), duration(1), duration(360)) == ("20ms", "1s", "6m0s")
+
+
+async def test_far_from_its_limits_a_replica_admits_from_a_share_and_gives_back_the_rest(
+        ) -> None:
+    prefix = f"test-rl-{secrets.token_hex(4)}"
+    limiter = RedisRateLimiter.from_url(REDIS, prefix=prefix, default_cap=100)
+    try:
+        await limiter.redis.ping()
+    except Exception:  # noqa: BLE001
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    scopes = [Scope("key:big", Limits(requests_per_minute=100_000, max_concurrent=10_000,
+                                      tokens_per_day=10**9))]
+    calls = 0
+    real = limiter._call
+
+    async def counted(entries: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(entries)
+
+    limiter._call = counted  # type: ignore[method-assign]
+    try:
+        admissions = [await limiter.admit(scopes, 10, 20) for _ in range(20)]
+        assert calls == 1, "one Redis call, then admissions from the share"
+        assert all(a.cap == 20 for a in admissions)
+        for admission in admissions:
+            await limiter.settle(admission, 25)
+        redis = limiter.redis
+        in_flight = await redis.zcard(f"{prefix}:rl:key:big:lease")
+        assert in_flight == 1 + 32, "the share's leases are held until it is given back"
+        await asyncio.sleep(1.3)  # the share expires and what it did not use goes back
+        day = [k async for k in redis.scan_iter(f"{prefix}:rl:key:big:tok:day:*")][0]
+        used = int(await redis.get(day))
+        assert used == 20 * 25, "what the 20 requests used: no share left counted"
+        assert await redis.zcard(f"{prefix}:rl:key:big:lease") == 0, "all settled"
+        assert await redis.zcard(f"{prefix}:rl:key:big:req") == 20
+        near = [Scope("key:small", Limits(requests_per_minute=100))]
+        for _ in range(5):
+            await limiter.admit(near, 1, 1)
+        assert calls == 6, "near its limits every request is checked in Redis"
+    finally:
+        keys = [k async for k in limiter.redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await limiter.redis.delete(*keys)
+        await limiter.close()
