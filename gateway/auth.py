@@ -5,7 +5,8 @@ Keys come from two places: the config file (fixed, read at start) and the manage
 store (``ragate keys``, ``/admin/keys``). A managed key is looked up by the SHA-256 of the
 secret and cached for ``auth.cache_ttl_s``: that is the bound on how long a revoked key
 keeps working on a replica that had just seen it (expiry is checked on every request).
-Unknown secrets are cached as unknown too, so guessing costs the store nothing.
+Unknown secrets are cached as unknown too, so a repeated wrong key costs the store one
+lookup per TTL (each different guess still costs one).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class KeyRing:
             return None
         cached = self._cache.get(key_digest)
         if cached is not None and self._clock() - cached[0] < self.cache_ttl_s:
+            self._cache.move_to_end(key_digest)  # least recently used goes first
             return cached[1]
         key = await self.store.find_key(key_digest)
         principal = None

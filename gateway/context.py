@@ -28,6 +28,7 @@ class RequestContext:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     admission: Any = None  # the rate limiter's, settled when the request is over
+    finished: bool = False  # logged, counted and settled (exactly once)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

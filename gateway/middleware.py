@@ -98,11 +98,17 @@ class RequestMiddleware:
         except Exception as exc:
             ctx.status = ctx.status or 500
             ctx.error = ctx.error or f"{type(exc).__name__}: {exc}"
-            self._finish(ctx)
             raise
+        finally:
+            # also when the client left a stream: Starlette then cancels it and returns
+            # without a last body message, and the request's lease must still be settled
+            self._finish(ctx)
 
     def _finish(self, ctx: RequestContext) -> None:
-        """Metrics and the one structured log line, once the last byte went out."""
+        """Metrics and the one structured log line, once, when the request is over."""
+        if ctx.finished:
+            return
+        ctx.finished = True
         route = _route_label(ctx.path)
         model, backend = ctx.model or "", ctx.backend or ""
         self.metrics.requests.labels(route, model, backend, str(ctx.status)).inc()

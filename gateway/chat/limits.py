@@ -80,20 +80,21 @@ async def limit_reply(body: dict[str, Any], usage: Usage, limits: ReplyLimits,
             if isinstance(message, dict) and len(message.get("tool_calls") or []) > 1:
                 message["tool_calls"] = message["tool_calls"][:1]
     limit = limits.max_tokens
-    if limit is None or usage.completion_tokens <= limit * max(len(choices), 1):
+    if limit is None or usage.completion_tokens <= limit:  # no choice can be over it
         return usage
-    completion = 0
+    removed = 0
     for choice in choices:
         text, key = _choice_text(choice)
         tokens = await count_text(text)
         if tokens > limit and key is not None:
-            text = await _prefix_within(text, limit, count_text)
-            tokens = await count_text(text)
+            kept = await _prefix_within(text, limit, count_text)
+            removed += tokens - await count_text(kept)
             target = choice["message"] if key == "content" else choice
-            target[key] = text
+            target[key] = kept
             choice["finish_reason"] = "length"
-        completion += tokens
-    return replace(usage, completion_tokens=min(completion, usage.completion_tokens),
+    if not removed:
+        return usage  # nothing was cut: the engine's count stands (tool calls included)
+    return replace(usage, completion_tokens=max(usage.completion_tokens - removed, 0),
                    source="counted")
 
 

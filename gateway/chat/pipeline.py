@@ -35,7 +35,13 @@ from gateway.chat.summary import Complete, summary_at, summary_message
 from gateway.chat.tokens import MessageCounter, message_hash
 from gateway.chat.truncation import Reserved, Strategy, fit, strategy_for, window_of
 from gateway.chat.turn import Turn, begin_turn
-from gateway.chat.upstream import Upstream, backend_payload, dropped_header, routing_request
+from gateway.chat.upstream import (
+    Upstream,
+    backend_payload,
+    dropped_header,
+    refuse_unhonoured,
+    routing_request,
+)
 from gateway.chat.usage import Usage
 from gateway.context import RequestContext
 from gateway.conversations.models import Summary
@@ -96,6 +102,7 @@ class ChatPipeline:
                    body: ChatCompletionRequest, headers: Mapping[str, str]) -> Response:
         """``data`` is the client's JSON, ``body`` its validated view."""
         route = model_route(self.pool, principal, body.model)
+        ctx.model = route.name  # named in the log and metrics even if refused before routing
         model = self.model_config(body.model)
         conversation_id = body.conversation_id or headers.get("x-conversation-id")
         turn = await self._begin(principal, conversation_id) if conversation_id else None
@@ -147,7 +154,9 @@ class ChatPipeline:
                 return sum(n for _, n in planned.fingerprint)
             return sum(await counter.count(planned.messages))
 
-        limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens)
+        refuse_unhonoured(route, CHAT_PATH, payload)  # before a limit counts the request
+        limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens,
+                                   body.n or 1)
         reply = await self.upstream.send(ctx, route, CHAT_PATH, payload, routing)
         out_headers["x-ragate-backend"] = reply.backend.name
         out_headers.update(dropped_header(reply, CHAT_PATH, payload))
@@ -174,21 +183,23 @@ class ChatPipeline:
 
     async def _admit(self, ctx: RequestContext, principal: Principal, data: dict[str, Any],
                      headers: dict[str, str], payload: dict[str, Any],
-                     prompt_tokens: Callable[[], Awaitable[int]]) -> ReplyLimits:
+                     prompt_tokens: Callable[[], Awaitable[int]], choices: int) -> ReplyLimits:
         """The key's and team's limits: 429 over one of them; else the limits the reply
-        keeps, a budget's cap among them (sent to the engine too)."""
+        keeps, a budget's cap among them (sent to the engine too). ``choices`` replies
+        (the client's n) are reserved for: each gets its share of the cap."""
         limits = ReplyLimits.of(data)
         if self.tenancy is None or not principal.limited:
             return limits
-        admission = await self.tenancy.admit(ctx, principal, await prompt_tokens(),
-                                             limits.max_tokens)
+        wanted = None if limits.max_tokens is None else limits.max_tokens * choices
+        admission = await self.tenancy.admit(ctx, principal, await prompt_tokens(), wanted)
         if admission is None:
             return limits
         headers.update(admission.headers)
-        if admission.cap is not None and (limits.max_tokens is None
-                                          or admission.cap < limits.max_tokens):
-            limits = replace(limits, max_tokens=admission.cap)
-            with_length_limit(payload, admission.cap)
+        if admission.cap is not None:
+            each = max(1, admission.cap // choices)
+            if limits.max_tokens is None or each < limits.max_tokens:
+                limits = replace(limits, max_tokens=each)
+                with_length_limit(payload, each)
         return limits
 
     async def _retrieve(self, principal: Principal, model: ModelConfig,
@@ -298,6 +309,7 @@ class ChatPipeline:
     async def completion(self, ctx: RequestContext, principal: Principal,
                          data: dict[str, Any], body: CompletionRequest) -> Response:
         route = model_route(self.pool, principal, body.model)
+        ctx.model = route.name
         counter = self.counter_for(body.model)
         routing = await routing_request(route, self.upstream.hints, ctx, body.user, None)
         payload = backend_payload(data)
@@ -309,14 +321,17 @@ class ChatPipeline:
                 total += len(item) if isinstance(item, list) else await counter.count_text(item)
             return total
 
-        limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens)
+        choices = (body.n or 1) * len(_prompts(body.prompt))
+        refuse_unhonoured(route, COMPLETIONS_PATH, payload)
+        limits = await self._admit(ctx, principal, data, out_headers, payload, prompt_tokens,
+                                   choices)
         reply = await self.upstream.send(ctx, route, COMPLETIONS_PATH, payload, routing)
 
         async def count(reply_text: str) -> Usage:
             return Usage(await prompt_tokens(), await counter.count_text(reply_text), "counted")
 
         hooks = RelayHooks(count_usage=count, limits=limits,
-                           count_text=counter.count_text, choices=body.n or 1)
+                           count_text=counter.count_text, choices=choices)
         out_headers.update({"x-ragate-backend": reply.backend.name,
                             **dropped_header(reply, COMPLETIONS_PATH, payload)})
         if not body.stream:

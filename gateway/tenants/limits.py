@@ -199,7 +199,8 @@ class LocalRateLimiter:
                 window = tightest[1]
                 raise refusal_error(Refusal(tightest[2].name, FIELDS[window], tightest[3],
                                             seconds_to_reset(window, now)))
-            cap = min(wanted or self.default_cap, tightest[0] - prompt_tokens)
+            cap = min(self.default_cap if wanted is None else wanted,
+                      tightest[0] - prompt_tokens)
             reserved = prompt_tokens + cap
         lease = secrets.token_hex(8)
         for scope in scopes:

@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -54,8 +54,9 @@ class Allowance:
     req_left: int
     tok_left: int
     used: int = 0
-    in_flight: int = 0
+    in_flight: set[int] = field(default_factory=set)  # indices of requests not settled
     expired: bool = False
+    returned: bool = False  # given back: its requests still out settle in Redis
     tokens_limited: bool = False
 
     def headers(self, now: float) -> dict[str, str]:
@@ -128,7 +129,7 @@ local function admit(lease, prompt, wanted, want_k, want_t, scopes)
   for _, s in ipairs(scopes) do
     if s.limits[1] >= 0 then
       redis.call('ZADD', s.req, now, lease)
-      redis.call('PEXPIRE', s.req, 60000)
+      redis.call('PEXPIRE', s.req, 62000)  -- share slots are scored a second ahead
     end
     if s.limits[2] >= 0 then
       redis.call('ZADD', s.lease, now + lease_ms, lease)
@@ -202,13 +203,19 @@ return results
 """
 
 # Gives back what an allowance did not use: ARGV prefix, slots granted, slots used,
-# tokens left, the lease, the minute/day/month ids it was granted in, then per scope its
-# name and limits (as in _ADMIT).
+# tokens left, the lease, the minute/day/month ids it was granted in, the indices of its
+# requests still in flight (their leases stay; each is settled on its own later), then
+# per scope its name and limits (as in _ADMIT).
 _RETURN = """
 local prefix, granted, used = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens_left, lease = tonumber(ARGV[4]), ARGV[5]
 local win = {ARGV[6], ARGV[7], ARGV[8]}
-local a = 9
+local keep = {}
+for v in string.gmatch(ARGV[9], '[^,]+') do
+  local j = tonumber(v)
+  if j then keep[j] = true end
+end
+local a = 10
 while a <= #ARGV do
   local base = prefix .. ':rl:' .. ARGV[a]
   local l = {}
@@ -220,8 +227,10 @@ while a <= #ARGV do
   end
   if l[2] >= 0 then
     local leases = {}
-    for j = 1, granted do leases[#leases + 1] = lease .. ':' .. j end
-    redis.call('ZREM', base .. ':lease', unpack(leases))
+    for j = 1, granted do
+      if not keep[j] then leases[#leases + 1] = lease .. ':' .. j end
+    end
+    if #leases > 0 then redis.call('ZREM', base .. ':lease', unpack(leases)) end
   end
   local windows = {'minute', 'day', 'month'}
   for w = 1, 3 do
@@ -315,7 +324,8 @@ class RedisRateLimiter:
         asks = self.prefetch and key not in self._share_asked
         if asks:
             self._share_asked.add(key)
-        share = (prompt_tokens + (wanted or self.default_cap)) * PREFETCH_SLOTS
+        share = (prompt_tokens + (self.default_cap if wanted is None else wanted)
+                 ) * PREFETCH_SLOTS
         entry = (scopes, prompt_tokens, wanted, lease,
                  PREFETCH_SLOTS if asks else 0, share if asks else 0)
         try:
@@ -327,14 +337,9 @@ class RedisRateLimiter:
             _, index, field, allowed, retry_ms = result
             raise refusal_error(Refusal(scopes[index].name, LIMIT_FIELDS[field], allowed,
                                         retry_ms / 1000))
-        _, cap, reserved, req_left, req_reset_ms, tok_left, granted, granted_tokens = result
+        _, cap, reserved, req_left, req_reset_ms, tok_left, *_ = result
         windows = window_ids(now)
-        if granted:
-            self._grant(key, Allowance(
-                lease, scopes, windows, granted, granted_tokens,
-                time.monotonic() + ALLOWANCE_S, req_left, tok_left,
-                tokens_limited=any(getattr(s.limits, FIELDS[w]) is not None
-                                   for s in scopes for w in TOKEN_WINDOWS)))
+        self._keep_share(scopes, lease, windows, result)
         admission = Admission(lease, scopes, windows, reserved,
                               None if cap < 0 else cap)
         first = scopes[0].limits
@@ -351,11 +356,47 @@ class RedisRateLimiter:
             self._queued.append((entry, future))
             return await future
         self._calling = True
+        call = asyncio.ensure_future(self._call([entry]))
         try:
-            results, now = await self._call([entry])
+            results, now = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # the client left while Redis admitted it: settle what it took, once known
+            call.add_done_callback(lambda done: self._orphaned_call(entry, done))
+            raise
         finally:
             self._next_batch()
         return results[0], now
+
+    def _keep_share(self, scopes: list[Scope], lease: str, windows: dict[str, str],
+                    result: list[int]) -> None:
+        """The share that came with an admission, if Redis granted one."""
+        _, _, _, req_left, _, tok_left, granted, granted_tokens = result
+        if not granted:
+            return
+        key = tuple((scope.name, scope.limits) for scope in scopes)
+        self._grant(key, Allowance(
+            lease, scopes, windows, granted, granted_tokens,
+            time.monotonic() + ALLOWANCE_S, req_left, tok_left,
+            tokens_limited=any(getattr(s.limits, FIELDS[w]) is not None
+                               for s in scopes for w in TOKEN_WINDOWS)))
+
+    def _orphaned_call(self, entry: tuple[Any, ...], done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            results, now = done.result()
+            self._orphaned(entry, results[0], now)
+
+    def _orphaned(self, entry: tuple[Any, ...], result: list[int], now: float) -> None:
+        """An admission nobody waits for any more: its lease and reservation are given
+        back at once (its share, if one came with it, is kept for the others)."""
+        if result[0] != 1:
+            return
+        scopes, _, _, lease, _, _ = entry
+        windows = window_ids(now)
+        self._keep_share(scopes, lease, windows, result)
+        admission = Admission(lease, scopes, windows, result[2])
+        task = asyncio.get_running_loop().create_task(self.settle(admission, 0))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     def _next_batch(self) -> None:
         """The call out returned: send what queued meanwhile, or be idle."""
@@ -370,15 +411,20 @@ class RedisRateLimiter:
     async def _send_batch(self, batch: list[Any]) -> None:
         try:
             results, now = await self._call([entry for entry, _ in batch])
-        except Exception as exc:  # every waiter gets the answer, never a hang
+        except BaseException as exc:  # every waiter gets the answer, never a hang
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(exc if isinstance(exc, Exception) else
+                                         StoreUnavailableError("rate limiter stopped"))
+            if not isinstance(exc, Exception):
+                raise
             return
         finally:
             self._next_batch()
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
+        for (entry, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller was cancelled meanwhile
+                self._orphaned(entry, result, now)
+            else:
                 future.set_result((result, now))
 
     async def _call(self, entries: list[Any]) -> tuple[list[list[int]], float]:
@@ -406,18 +452,19 @@ class RedisRateLimiter:
         now = self._clock()
         windows = window_ids(now)
         if (allowance.expired or allowance.used >= allowance.slots
+                or time.monotonic() >= allowance.expires
                 or windows["minute"] != allowance.windows["minute"]):
             return None
         cap: int | None = wanted
         reserved = 0
         if allowance.tokens_limited:
-            cap = wanted or self.default_cap
+            cap = self.default_cap if wanted is None else wanted
             reserved = prompt + cap
             if reserved > allowance.tokens_left:
                 return None  # the share is short: never cut a reply because of it
             allowance.tokens_left -= reserved
         allowance.used += 1
-        allowance.in_flight += 1
+        allowance.in_flight.add(allowance.used)
         admission = Admission(f"{allowance.lease}:{allowance.used}", allowance.scopes,
                               allowance.windows, reserved, cap, allowance=allowance)
         admission.headers = allowance.headers(now)
@@ -436,10 +483,12 @@ class RedisRateLimiter:
         allowance.expired = True
         if self._allowances.get(key) is allowance:
             del self._allowances[key]
-        if allowance.in_flight == 0:
-            self._give_back(allowance)
+        # back within the second even while a long stream from it runs: its lease stays,
+        # the rest (unused slots, tokens, leases) goes back now
+        self._give_back(allowance)
 
     def _give_back(self, allowance: Allowance) -> None:
+        allowance.returned = True
         task = asyncio.get_running_loop().create_task(self._return_share(allowance))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
@@ -447,7 +496,8 @@ class RedisRateLimiter:
     async def _return_share(self, allowance: Allowance) -> None:
         args: list[Any] = [self.prefix, allowance.slots, allowance.used,
                            allowance.tokens_left, allowance.lease,
-                           *(allowance.windows[w] for w in TOKEN_WINDOWS)]
+                           *(allowance.windows[w] for w in TOKEN_WINDOWS),
+                           ",".join(map(str, sorted(allowance.in_flight))) or "-"]
         for scope in allowance.scopes:
             args += [scope.name, _packed(scope.limits)]
         try:
@@ -460,12 +510,12 @@ class RedisRateLimiter:
             return
         admission.settled = True
         allowance = admission.allowance
-        if allowance is not None:  # admitted from a share: settled in it, not in Redis
-            allowance.tokens_left += admission.reserved - used_tokens
-            allowance.in_flight -= 1
-            if allowance.expired and allowance.in_flight == 0:
-                self._give_back(allowance)
-            return
+        if allowance is not None:
+            allowance.in_flight.discard(int(admission.lease.rsplit(":", 1)[1]))
+            if not allowance.returned:  # settled in the share, no Redis call
+                allowance.tokens_left += admission.reserved - used_tokens
+                return
+            # the share went back without this request: settle it in Redis as any other
         keys: list[str] = []
         args: list[Any] = [admission.lease, used_tokens - admission.reserved,
                            len(admission.scopes)]

@@ -116,3 +116,27 @@ async def test_a_chunked_body_over_the_limit_is_413_on_every_route(fleet: FakeFl
             r = await client.post(path, content=chunks(), headers={"content-type": content_type})
             assert r.status_code == 413, (path, content_type, r.text)
             assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_request_whose_client_left_a_stream_is_still_finished_once() -> None:
+    from gateway.metrics import Metrics
+    from gateway.middleware import RequestMiddleware
+
+    async def streaming_app(scope, receive, send):  # noqa: ANN001
+        # what Starlette does when the client goes: the stream is cancelled and the app
+        # returns without the last body message
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+
+    finished = []
+    app = RequestMiddleware(streaming_app, 1 << 20, Metrics(), on_finish=finished.append)
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+
+    async def receive():  # noqa: ANN202
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):  # noqa: ANN001, ANN202
+        return None
+
+    await app(scope, receive, send)
+    assert len(finished) == 1, "settled and logged once, though no last byte went out"
