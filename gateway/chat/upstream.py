@@ -87,8 +87,8 @@ class Upstream:
     async def send(self, ctx: RequestContext, route: ModelRoute, path: str,
                    payload: dict[str, Any], routing: RoutingRequest) -> UpstreamReply:
         stream = bool(payload.get("stream"))
-        ctx.model, ctx.stream = route.name, stream
-        refuse_unhonoured(route, path, payload)
+        ctx.model, ctx.stream = route.name, stream  # the pipeline refused what cannot be
+        # honoured already (refuse_unhonoured), before a rate limit counted the request
 
         def shape(target: Target) -> dict[str, Any]:
             return target.backend.dialect.shape(path, payload)

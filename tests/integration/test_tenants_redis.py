@@ -110,11 +110,12 @@ def test_a_token_budget_shared_by_two_replicas_is_never_overspent(
     with httpx.Client(base_url=replicas[0].url, timeout=30) as client:
         for _ in range(50):  # usage is written after each reply went out
             usage = client.get("/v1/usage", headers={"Authorization": "Bearer sk-budget"}).json()
-            if usage["total"] and usage["total"]["requests"] >= len(served):
+            if usage["total"] and usage["total"]["requests"] >= len(answers):
                 break
             time.sleep(0.1)
         total = usage["total"]
-        assert total["requests"] == len(served), "both replicas' usage in one place"
+        assert total["requests"] == len(answers), "both replicas' usage in one place"
+        assert total["errors"] == len(answers) - len(served), "the 429s count as errors"
         assert total["prompt_tokens"] + total["completion_tokens"] == spent
 
 
