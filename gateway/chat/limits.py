@@ -82,20 +82,29 @@ async def limit_reply(body: dict[str, Any], usage: Usage, limits: ReplyLimits,
     limit = limits.max_tokens
     if limit is None or usage.completion_tokens <= limit:  # no choice can be over it
         return usage
-    removed = 0
+    cut, completion = False, 0
     for choice in choices:
         text, key = _choice_text(choice)
         tokens = await count_text(text)
         if tokens > limit and key is not None:
-            kept = await _prefix_within(text, limit, count_text)
-            removed += tokens - await count_text(kept)
+            text = await _prefix_within(text, limit, count_text)
+            tokens = await count_text(text)
             target = choice["message"] if key == "content" else choice
-            target[key] = kept
+            target[key] = text
             choice["finish_reason"] = "length"
-    if not removed:
-        return usage  # nothing was cut: the engine's count stands (tool calls included)
-    return replace(usage, completion_tokens=max(usage.completion_tokens - removed, 0),
+            cut = True
+        completion += tokens + await count_text(_calls_text(choice))
+    if not cut:
+        return usage  # nothing was cut: the engine's count stands
+    # what the client got, counted one way (ours), never more than the engine said
+    return replace(usage, completion_tokens=min(completion, usage.completion_tokens),
                    source="counted")
+
+
+def _calls_text(choice: Mapping[str, Any]) -> str:
+    message = choice.get("message")
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    return json.dumps(calls, ensure_ascii=False) if calls else ""
 
 
 def _generates(choice: Mapping[str, Any]) -> bool:
