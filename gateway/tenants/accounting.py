@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import lru_cache
 from typing import Any
 
 from gateway.auth import ANONYMOUS, Principal
@@ -31,8 +32,10 @@ from gateway.tenants.usage import RedisUsageStore, SqliteUsageStore, UsageRow, U
 log = logging.getLogger("ragate.tenants")
 
 
+@lru_cache(maxsize=4096)  # principals are frozen and cached by the key ring
 def scopes_of(principal: Principal) -> list[Scope]:
-    """The limits a request is counted against: its key's, then its team's."""
+    """The limits a request is counted against: its key's, then its team's (the list is
+    shared: never changed by callers)."""
     scopes = []
     if principal.limits.any():
         scopes.append(Scope(f"key:{principal.key_id}", principal.limits))
@@ -48,6 +51,7 @@ class Tenancy:
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[tuple[str, ...], UsageRow] = {}
+        self._counters: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self.flush_interval_s = 1.0
 
@@ -78,10 +82,17 @@ class Tenancy:
             return
         failed = (ctx.status or 500) >= 400
         team = ctx.team or "-"
-        self.metrics.tenant_requests.labels(team, ctx.model, "error" if failed else "ok").inc()
+        counters = self._counters.get((team, ctx.model))
+        if counters is None:  # the label lookups, once per team and model
+            counters = self._counters[(team, ctx.model)] = (
+                self.metrics.tenant_requests.labels(team, ctx.model, "ok"),
+                self.metrics.tenant_requests.labels(team, ctx.model, "error"),
+                self.metrics.tenant_tokens.labels(team, ctx.model, "in"),
+                self.metrics.tenant_tokens.labels(team, ctx.model, "out"))
+        counters[1 if failed else 0].inc()
         if prompt or completion:
-            self.metrics.tenant_tokens.labels(team, ctx.model, "in").inc(prompt)
-            self.metrics.tenant_tokens.labels(team, ctx.model, "out").inc(completion)
+            counters[2].inc(prompt)
+            counters[3].inc(completion)
         if self.usage is None:
             return
         # usage is summed here and written once a second: one write per key and model
