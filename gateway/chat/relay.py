@@ -312,12 +312,10 @@ class SseRelay:
         if data is None:
             return event  # comment / ping: pass through
         cut: list[int] = []
+        chunk: Any = None  # the event parsed, at most once, only when something needs it
         if self._must_parse(data):
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                chunk = None
-            if isinstance(chunk, dict):
+            chunk = _loads(data)
+            if chunk is not None:
                 had_choices = bool(chunk.get("choices"))
                 changed, cut = self._conform(chunk)
                 if had_choices and not chunk.get("choices"):
@@ -334,13 +332,12 @@ class SseRelay:
             self.metrics.ttft.labels(self.ctx.model, self.ctx.backend).observe(self.ctx.ttft_s)
         if b'"finish_reason"' in data and not _null_finish(data):
             self.saw_finish = True
-            self._note_finished(data)
+            if self.guard is not None:  # which choices are done: only a cut needs to know
+                chunk = chunk if chunk is not None else _loads(data)
+                self._note_finished(chunk)
         if b'"usage"' in data and not _null_usage(data):
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                chunk = None
-            if isinstance(chunk, dict):
+            chunk = chunk if chunk is not None else _loads(data)
+            if chunk is not None:
                 usage = reported(chunk.get("usage"), chunk.get("timings"))
                 if usage is not None and self.usage is None:
                     self.usage = usage
@@ -373,12 +370,8 @@ class SseRelay:
             changed = single_tool_call(chunk) or changed
         return self.conformer.conform(chunk) or changed, cut
 
-    def _note_finished(self, data: bytes) -> None:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return
-        for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+    def _note_finished(self, chunk: dict[str, Any] | None) -> None:
+        for choice in (chunk or {}).get("choices") or []:
             if isinstance(choice, dict) and choice.get("finish_reason") is not None:
                 self.finished.add(choice.get("index", 0))
 
@@ -454,6 +447,15 @@ class DeltaLog:
     def text(self) -> str:
         content, calls = self._parse()
         return content + "".join(json.dumps(c["function"], ensure_ascii=False) for c in calls)
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    """A chunk's JSON object, or None when it is not one."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
 
 
 def _has_text(data: bytes) -> bool:

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from gateway.conversations.models import Conversation, Item, ItemStatus, Page, Summary, now
 from gateway.conversations.store import Order, record_append
 from gateway.errors import ConversationBusyError, NotFoundError, StoreUnavailableError
-from gateway.redis_client import redis_client
+from gateway.redis_client import guarded, redis_client
 
 # delete / extend the lock only if we still own it
 _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -68,10 +68,7 @@ class RedisConversationStore:
         return f"{self.prefix}:{kind}:{key}" if key else f"{self.prefix}:{kind}"
 
     async def _call(self, coro: Any) -> Any:
-        try:
-            return await coro
-        except RedisError as exc:
-            raise StoreUnavailableError(f"conversation store failed: {exc}") from exc
+        return await guarded(coro, "conversation store")
 
     # -- conversations --------------------------------------------------------------------
 

@@ -12,10 +12,8 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from gateway.errors import StoreUnavailableError
-from gateway.redis_client import redis_client
+from gateway.redis_client import guarded, redis_client
 from gateway.tenants.models import ManagedKey, Team
 
 
@@ -39,10 +37,7 @@ class RedisKeyStore:
         return ":".join((self.prefix, *parts))
 
     async def _call(self, coro: Any) -> Any:
-        try:
-            return await coro
-        except RedisError as exc:
-            raise StoreUnavailableError(f"key store failed: {exc}") from exc
+        return await guarded(coro, "key store")
 
     async def put_key(self, key: ManagedKey) -> None:
         pipe = self.redis.pipeline(transaction=True)
