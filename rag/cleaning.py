@@ -70,7 +70,9 @@ def join_broken_lines(block: str) -> str:
     out = lines[0]
     for prev, line in zip(lines, lines[1:], strict=False):
         keep = (
-            _SENTENCE_END.search(prev)
+            _is_table_row(prev)
+            or _is_table_row(line)
+            or _SENTENCE_END.search(prev)
             or _width(prev) < _SHORT_LINE * widest
             or _LIST_ITEM.match(line)
         )
@@ -83,6 +85,12 @@ def join_broken_lines(block: str) -> str:
         else:
             out += " " + line
     return out
+
+
+def _is_table_row(line: str) -> bool:
+    # Markdown table rows (rag.loaders.tables) are one row per line: never joined, and
+    # never taken for a running header, or the table loses its header row
+    return line.startswith("|") and line.endswith("|")
 
 
 def clean_text(text: str) -> str:
@@ -113,7 +121,8 @@ def strip_headers_footers(
     split = [[line for line in normalize_whitespace(page).split("\n")] for page in pages]
     counts: Counter[str] = Counter()
     for lines in split:
-        counts.update({_line_key(line) for line in _edges(lines, edge_lines) if line})
+        counts.update({_line_key(line) for line in _edges(lines, edge_lines)
+                       if line and not _is_table_row(line)})
     threshold = max(min_pages, math.ceil(min_share * len(pages)))
     repeated = {key for key, n in counts.items() if n >= threshold and key}
     if not repeated:

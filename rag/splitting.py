@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from rag.documents import Chunk, ChunkMetadata, Document, chunk_id
+from rag.loaders.tables import table_spans
 
 # Coarse to fine: paragraphs, lines, Chinese sentence ends, Latin sentence ends, clause
 # marks, words, characters. Separators stay at the end of the piece they close, so a
@@ -94,15 +95,38 @@ class TextSplitter:
         return out
 
     def split_documents(self, documents: Sequence[Document], doc_id: str) -> list[Chunk]:
-        """Chunks of one file's documents (its pages, in order), numbered across pages."""
+        """Chunks of one file's documents (its pages, in order), numbered across pages.
+
+        Markdown tables are cut between rows only (rows are lines, and the splitter cuts
+        at line ends before anything finer), and a chunk that starts inside a table
+        repeats the table's header and separator rows first: such a chunk is longer
+        than ``chunk_size`` by its header, and its ``start``/``end`` span only the rows
+        taken from the page (``len(text) - (end - start)`` is the repeated header).
+        """
         chunks: list[Chunk] = []
         for document in documents:
+            tables = table_spans(document.text) if "|" in document.text else []
             for piece, start in self.split_text(document.text):
                 end = start + len(piece) if start >= 0 else -1
+                text = piece
+                if start >= 0 and tables:
+                    text, start = _with_table_header(piece, start, tables)
                 ordinal = len(chunks)
                 meta = ChunkMetadata(document.source, document.page, start, end)
-                chunks.append(Chunk(chunk_id(doc_id, ordinal), doc_id, ordinal, piece, meta))
+                chunks.append(Chunk(chunk_id(doc_id, ordinal), doc_id, ordinal, text, meta))
         return chunks
+
+
+def _with_table_header(piece: str, start: int, tables: Sequence[tuple[int, int, str]]
+                       ) -> tuple[str, int]:
+    """The chunk's text and start: unchanged, unless it starts inside a table's body or
+    its header lines, then the header first and the rows the page holds after it."""
+    for table_start, table_end, header in tables:
+        if table_start < start < table_end:
+            skip = max(0, table_start + len(header) - start)  # a partial header: drop it
+            body = piece[skip:]
+            return (header + body, start + skip) if body.strip() else (piece, start)
+    return piece, start
 
 
 def merge_overlapping(texts: Sequence[str], spans: Sequence[tuple[int | None, int, int]]) -> str:
@@ -119,7 +143,9 @@ def merge_overlapping(texts: Sequence[str], spans: Sequence[tuple[int | None, in
     merged = texts[0]
     for i in range(1, len(texts)):
         text = texts[i]
-        (page_a, _, end_a), (page_b, start_b, _) = spans[i - 1], spans[i]
+        (page_a, _, end_a), (page_b, start_b, end_b) = spans[i - 1], spans[i]
+        if start_b >= 0 and end_b >= 0 and len(text) > end_b - start_b:
+            text = text[len(text) - (end_b - start_b):]  # a repeated table header
         if page_a == page_b and start_b >= 0 and end_a >= 0:
             overlap = end_a - start_b
             if overlap > 0:
@@ -137,6 +163,8 @@ def _gap(left: str, right: str) -> str:
 
     if not left or not right:
         return ""
+    if left[-1] == "|" or right[0] == "|":  # a table's rows are lines, and it is a block
+        return "\n" if left[-1] == right[0] == "|" else "\n\n"
     return "" if is_cjk(left[-1]) or is_cjk(right[0]) else " "
 
 

@@ -13,6 +13,7 @@ from rag.loaders.docx import load_docx
 from rag.loaders.encoding import decode_text
 from rag.loaders.markdown import load_markdown, markdown_to_text
 from rag.loaders.pdf import load_pdf
+from rag.loaders.sheets import load_csv, load_xlsx
 from rag.loaders.text import load_text
 
 LOADERS: dict[str, Loader] = {
@@ -22,6 +23,8 @@ LOADERS: dict[str, Loader] = {
     ".md": load_markdown,
     ".markdown": load_markdown,
     ".docx": load_docx,
+    ".xlsx": load_xlsx,
+    ".csv": load_csv,
 }
 
 SUPPORTED_EXTENSIONS = frozenset(LOADERS)
@@ -92,11 +95,13 @@ __all__ = [
     "content_hash",
     "decode_text",
     "load_bytes",
+    "load_csv",
     "load_docx",
     "load_file",
     "load_files",
     "load_markdown",
     "load_pdf",
     "load_text",
+    "load_xlsx",
     "markdown_to_text",
 ]
