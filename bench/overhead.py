@@ -281,10 +281,30 @@ ADMIN_KEY = "sk-bench-admin"
 HIGH = 10**12
 TENANT_LIMITS = (f"{{requests_per_minute: {HIGH}, tokens_per_minute: {HIGH}, "
                  f"max_concurrent: 100000, tokens_per_day: {HIGH}, tokens_per_month: {HIGH}}}")
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def tenants_config(prefix: str, store: str) -> str:
+def start_redis(procs: Processes, cpus: set[int] | None) -> tuple[Proc, str]:
+    """A Redis of the benchmark's own, on the helpers' core: the shared one at 6379 may
+    land on the core under test and cost it CPU that is not ragate's."""
+    port = free_port()
+    proc = procs.start("redis", ["redis-server", "--bind", HOST, "--port", str(port),
+                                 "--save", "", "--appendonly", "no"], cpus=cpus)
+    import redis
+
+    client = redis.Redis(host=HOST, port=port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"redis-server did not start (see {proc.log})") from None
+            time.sleep(0.05)
+    return proc, f"redis://{HOST}:{port}/0"
+
+
+def tenants_config(prefix: str, store: str, redis_url: str | None) -> str:
     """The auth section: keys in Redis and limits shared (``redis``), or keys in SQLite
     and limits in process (``local``, one gateway)."""
     keys = ("auth:\n"
@@ -294,12 +314,13 @@ def tenants_config(prefix: str, store: str) -> str:
             f"       knowledge_bases: [handbook], limits: {TENANT_LIMITS}}}\n")
     if store == "local":
         return keys + "  limits: {store: local}\n"
-    return (keys + f"  store: redis\n  redis_url: \"{REDIS_URL}\"\n  key_prefix: {prefix}\n"
+    return (keys + f"  store: redis\n  redis_url: \"{redis_url}\"\n  key_prefix: {prefix}\n"
             "  limits: {store: redis}\n")
 
 
 def start_ragate(procs: Processes, workdir: Path, backend: str,
-                 cpus: set[int] | None, tenants: str | None = None) -> tuple[Proc, str]:
+                 cpus: set[int] | None, tenants: str | None = None,
+                 redis_url: str | None = None) -> tuple[Proc, str]:
     """``tenants``: None (open gateway), "redis" or "local" (keys, grants, limits on)."""
     port = free_port()
     config = workdir / ("ragate-tenants.yaml" if tenants else "ragate.yaml")
@@ -308,7 +329,7 @@ def start_ragate(procs: Processes, workdir: Path, backend: str,
         "local_backends: []\n"
         f"server: {{log_level: warning, data_dir: \"{workdir / config.stem}\"}}\n"
         "knowledge: {enabled: false}\n"
-        + (tenants_config(prefix, tenants) if tenants else "")
+        + (tenants_config(prefix, tenants, redis_url) if tenants else "")
         + "models:\n"
         "  - name: fake\n"
         f"    backends: [{{url: \"{backend}\", kind: vllm, model: fake-upstream}}]\n"
@@ -326,16 +347,6 @@ def start_ragate(procs: Processes, workdir: Path, backend: str,
         if status != 200:
             raise BenchError(f"ragate-tenants: team not set: {status} {raw[:300]!r}")
     return proc, base
-
-
-def forget_tenants(prefix: str) -> None:
-    """Remove what the tenants run left in the shared Redis."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
 
 
 def ensure_litellm(venv: Path) -> Path:
@@ -466,9 +477,13 @@ def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
             backend, backend_base = start_backend(procs, layout.helpers)
             started.append(backend)
             if name in ("ragate", "ragate-tenants"):
-                sut, base = start_ragate(
-                    procs, workdir, backend_base, layout.sut,
-                    tenants=args.tenants_store if name == "ragate-tenants" else None)
+                tenants = args.tenants_store if name == "ragate-tenants" else None
+                redis_url = None
+                if tenants == "redis":
+                    store, redis_url = start_redis(procs, layout.helpers)
+                    started.append(store)
+                sut, base = start_ragate(procs, workdir, backend_base, layout.sut,
+                                         tenants=tenants, redis_url=redis_url)
             else:
                 sut, base = start_litellm(procs, workdir, backend_base, layout.sut,
                                           args.litellm_venv, keyed=name == "litellm-key")
@@ -478,8 +493,6 @@ def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
     finally:
         for proc in reversed(started):
             procs.stop(proc)
-        if name == "ragate-tenants":
-            forget_tenants(f"ragate-bench-{os.getpid()}")
 
 
 def key_of(target: str) -> str | None:
@@ -499,6 +512,25 @@ def table(results: list[Result]) -> str:
         for r in results
     ]
     return "\n".join([head, *rows])
+
+
+def medians(results: list[Result]) -> list[Result]:
+    """One result per target, mode and concurrency: the run with the median throughput
+    (the lower middle one for an even count), in first-seen order."""
+    groups: dict[tuple[str, str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.target, r.mode, r.concurrency), []).append(r)
+    return [sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2] for runs in groups.values()]
+
+
+def per_round_costs(results: list[Result], args: argparse.Namespace) -> list[float]:
+    """The limits' throughput cost at the highest concurrency, round by round."""
+    high = max(args.concurrency)
+    off = [r.rps for r in results if (r.target, r.mode, r.concurrency)
+           == ("ragate", "non-stream", high)]
+    on = [r.rps for r in results if (r.target, r.mode, r.concurrency)
+          == ("ragate-tenants", "non-stream", high)]
+    return [round(100 * (1 - b / a), 1) for a, b in zip(off, on, strict=False) if a > 0]
 
 
 def summarize(results: list[Result], concurrency: list[int]) -> dict[str, Any]:
@@ -561,6 +593,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             store = summary.get("tenants_store", "redis")
             lines.append(f"- {label}: keys, grants and limits on ({store}) cost {cost:.1f} % "
                          f"of throughput at c={high} (target <= 15 %: {verdict})")
+            if mode == "non-stream" and summary.get("tenants_cost_pct_per_round"):
+                spread = ", ".join(f"{c:.1f}" for c in summary["tenants_cost_pct_per_round"])
+                lines.append(f"  (median of {summary['rounds']} interleaved rounds; "
+                             f"round by round: {spread} %)")
         if "tenants_ratio_over_litellm_key" in entry:
             lines.append(f"- {label}: ragate with keys and limits / LiteLLM with its master key "
                          f"and an rpm limit, throughput at c={high}: "
@@ -617,6 +653,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tenants-store", choices=["redis", "local"], default="redis",
                         help="ragate-tenants: keys and limits in Redis (replicas) or local")
     parser.add_argument("--no-stream", action="store_true", help="no streamed row group")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the targets this many times, interleaved; report medians")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV,
                         help=f"LiteLLM's venv, created if missing (default {LITELLM_VENV})")
@@ -648,7 +686,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         procs = Processes(workdir)
         try:
-            for target in args.targets:
+            # rounds interleave the targets, so a drift of the machine's load falls on all
+            order = [target for _ in range(args.rounds) for target in args.targets]
+            for target in order:
                 with target_running(target, procs, workdir, layout, args) as (base, sut):
                     for mode in modes:
                         for concurrency in args.concurrency:
@@ -668,8 +708,13 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             procs.stop_all()
+    rounds = results
+    results = medians(results)
     summary = summarize(results, args.concurrency)
     summary["tenants_store"] = args.tenants_store
+    summary["rounds"] = args.rounds
+    if args.rounds > 1:
+        summary["tenants_cost_pct_per_round"] = per_round_costs(rounds, args)
     print(table(results))
     print()
     print("\n".join(summary_lines(summary)))
