@@ -134,6 +134,11 @@ class KnowledgeConfig(_Strict):
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files: int = Field(default=100, ge=1)
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    ingest_workers: int | None = Field(default=None, ge=0, description="Worker processes "
+                                       "that parse and embed uploads; default: one per core; "
+                                       "0: in a thread of the API process")
+    worker_memory_mb: int = Field(default=2048, ge=128, description="Each ingestion "
+                                  "worker's data-segment limit: a file needing more fails alone")
     system_template: str | None = Field(default=None, description="{context} placeholder")
     turn_template: str | None = Field(default=None, description="{context} and {question}")
 

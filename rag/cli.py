@@ -100,26 +100,36 @@ def _asdict(obj) -> dict:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @data_dir_option
 @model_option
-def ingest(name: str, files: tuple[str, ...], data_dir: str, model: str | None) -> None:
-    """Add FILES (pdf, txt, md, docx) to knowledge base NAME."""
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes that parse and embed (default: one per core; 0: here).")
+def ingest(name: str, files: tuple[str, ...], data_dir: str, model: str | None,
+           workers: int | None) -> None:
+    """Add FILES (pdf, docx, xlsx, csv, txt, md) to knowledge base NAME."""
     from rag.ingest import IngestJob
+    from rag.workers import IngestPool
 
     store = _store(data_dir)
     manifest = store.manifest(name)
     base = store.open(name, _embedder(model, manifest.embedding_path))
     job = IngestJob(name, list(files))
-    # One bar, two phases: files parsed, then chunks embedded (their count is known
-    # only once every file is parsed).
-    with click.progressbar(length=len(files), label="parsing  ", show_pos=True) as bar:
+    pool = IngestPool(workers) if workers != 0 else None
+    # One bar, two phases: files parsed (and embedded, in the workers), then any chunks
+    # embedded here (their count is known only once every file is parsed).
+    with click.progressbar(length=len(files), label="files    ", show_pos=True) as bar:
 
         def progress(p) -> None:
-            if p.chunks_embedded and bar.label.startswith("parsing"):
+            writer_embeds = p.files_done == p.files_total and p.chunks_embedded < p.chunks_total
+            if writer_embeds and p.chunks_embedded and bar.label.startswith("files"):
                 bar.label, bar.length, bar.pos = "embedding", p.chunks_total, 0
             done = p.chunks_embedded if bar.label == "embedding" else p.files_done
             if done > bar.pos:
                 bar.update(done - bar.pos)
 
-        result = job.run(base, progress)
+        try:
+            result = job.run(base, progress, pool)
+        finally:
+            if pool is not None:
+                pool.close()
     for error in result.errors:
         click.echo(f"failed: {error.source}: {error.reason}", err=True)
     for source, original in result.duplicates:

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +28,22 @@ class Embedder(Protocol):
     dimension: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderSpec:
+    """How to build the same embedder in another process (an ingestion worker): picklable,
+    where the model itself is not. An embedder that has a ``spec`` attribute can embed in
+    workers; one without embeds in the process that writes the base."""
+
+    kind: str  # "sentence-transformers"
+    path: str
+    name: str
+
+    def build(self) -> Embedder:
+        if self.kind == "sentence-transformers":
+            return SentenceTransformerEmbedder(self.path, name=self.name, query_threads=None)
+        raise ValueError(f"unknown embedder kind {self.kind!r}")
 
 
 def default_embedding_model_path() -> Path:
@@ -122,6 +139,10 @@ class SentenceTransformerEmbedder:
                 if few:
                     torch.set_num_threads(threads)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @property
+    def spec(self) -> EmbedderSpec:
+        return EmbedderSpec("sentence-transformers", str(self.path), self.name)
 
     @property
     def max_tokens(self) -> int | None:

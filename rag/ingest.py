@@ -6,10 +6,11 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 from rag.cleaning import clean_pages
 from rag.documents import Document, make_doc_id
@@ -18,6 +19,9 @@ from rag.knowledge_base import KnowledgeBase, PreparedFile
 from rag.loaders import load_bytes
 from rag.loaders.base import content_hash
 from rag.splitting import TextSplitter
+
+if TYPE_CHECKING:
+    from rag.workers import IngestPool
 
 MiB = 1024 * 1024
 
@@ -119,10 +123,32 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class FileStage(StrEnum):
+    """Where one file of a job is; the last four are final."""
+
+    QUEUED = "queued"
+    PARSING = "parsing"
+    OCR = "ocr"
+    EMBEDDING = "embedding"
+    INDEXED = "indexed"
+    UNCHANGED = "unchanged"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True, slots=True)
 class FileError:
     source: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    source: str
+    stage: FileStage = FileStage.QUEUED
+    pages: int = 0
+    chunks: int = 0
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +157,8 @@ class IngestProgress:
 
     ``pages_total`` and ``chunks_total`` grow as files are parsed: they are exact once
     ``files_done == files_total``. ``status`` is ``done`` even when some files failed
-    (see ``errors``); ``failed`` means nothing was stored.
+    (see ``errors``); ``failed`` means nothing was stored. ``files`` holds each file's
+    stage, in upload order.
     """
 
     job_id: str
@@ -147,6 +174,7 @@ class IngestProgress:
     replaced: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
     duplicates: tuple[tuple[str, str], ...] = ()
+    files: tuple[FileState, ...] = ()
     message: str | None = None
     version: int | None = None
     created_at: float = field(default_factory=time.time)
@@ -159,19 +187,23 @@ class IngestProgress:
         data["status"] = self.status.value
         data["errors"] = [{"source": e.source, "reason": e.reason} for e in self.errors]
         data["duplicates"] = [{"source": s, "duplicate_of": d} for s, d in self.duplicates]
+        data["files"] = [{**asdict(f), "stage": f.stage.value} for f in self.files]
         return data
 
 
 ProgressCallback = Callable[[IngestProgress], None]
+DUPLICATE_NAME = "another file in this upload has the same name (after sanitising)"
 
 
 class IngestJob:
-    """Ingest files into a knowledge base, in the calling thread, reporting progress.
+    """Ingest files into a knowledge base, reporting progress.
 
     Create the job (status ``queued``; hand ``job.id`` to the client at once), then call
     ``run`` from a worker thread; ``progress()`` may be read from any thread meanwhile.
-    Files that fail to load are reported in ``errors`` and never stop the others; all
-    good files are stored together in one atomic write at the end.
+    With an ``IngestPool`` the files are parsed (and embedded, where the base's embedder
+    can be rebuilt in a worker) in worker processes; without one, in this thread. Files
+    that fail are reported in ``errors`` and never stop the others; two files with the
+    same name fail the second; all good files are stored together in one atomic write.
     """
 
     def __init__(self, knowledge_base: str, files: Sequence[str | Path | tuple[str | Path, str]],
@@ -182,7 +214,8 @@ class IngestJob:
             self.files.append((Path(path), sanitize_filename(source)))
         self.id = job_id or uuid.uuid4().hex
         self._lock = threading.Lock()
-        self._progress = IngestProgress(self.id, knowledge_base, files_total=len(self.files))
+        self._progress = IngestProgress(self.id, knowledge_base, files_total=len(self.files),
+                                        files=tuple(FileState(s) for _, s in self.files))
 
     def progress(self) -> IngestProgress:
         with self._lock:
@@ -195,42 +228,44 @@ class IngestJob:
         if callback is not None:
             callback(snapshot)
 
-    def run(self, kb: KnowledgeBase, on_progress: ProgressCallback | None = None
-            ) -> IngestProgress:
+    def _set_file(self, callback: ProgressCallback | None, index: int, **changes) -> None:
+        with self._lock:
+            files = list(self._progress.files)
+            if files[index].stage in _FINAL and "stage" in changes:
+                return  # a late message from a worker about a file already finished
+            files[index] = replace(files[index], **changes)
+            self._progress = replace(self._progress, files=tuple(files))
+            snapshot = self._progress
+        if callback is not None:
+            callback(snapshot)
+
+    def run(self, kb: KnowledgeBase, on_progress: ProgressCallback | None = None,
+            pool: IngestPool | None = None) -> IngestProgress:
         if self.progress().status != JobStatus.QUEUED:
             raise RuntimeError(f"job {self.id} already ran")
         self._update(on_progress, status=JobStatus.RUNNING)
         try:
-            splitter = kb.splitter()
-            prepared: list[PreparedFile] = []
-            errors: list[FileError] = []
-            pages = chunks = 0
-            for done, (path, source) in enumerate(self.files, start=1):
-                try:
-                    data = path.read_bytes()
-                    item = prepare_file(data, source, splitter)
-                    prepared.append(item)
-                    pages += item.pages
-                    chunks += len(item.chunks)
-                except LoaderError as exc:
-                    errors.append(FileError(source, exc.reason))
-                except OSError as exc:
-                    errors.append(FileError(source, f"cannot open file ({exc.strerror or exc})"))
-                self._update(on_progress, files_done=done, pages_done=pages,
-                             chunks_total=chunks, errors=tuple(errors))
+            prepared = self._prepare(kb, on_progress, pool)
             if not prepared:
+                errors = self.progress().errors
                 self._update(on_progress, status=JobStatus.FAILED, finished_at=time.time(),
                              message="no file could be read" if errors else "no files given")
                 return self.progress()
+            done_before = self.progress().chunks_embedded
 
             def embedded(done: int, total: int) -> None:
-                self._update(on_progress, chunks_embedded=done, chunks_total=total)
+                self._update(on_progress, chunks_embedded=done_before + done)
 
-            result = kb.add(prepared, on_progress=embedded)
+            result = kb.add([f for _, f in prepared], on_progress=embedded)
         except Exception as exc:  # the job reports the failure; the base is unchanged
             self._update(on_progress, status=JobStatus.FAILED, finished_at=time.time(),
                          message=f"{type(exc).__name__}: {exc}")
             return self.progress()
+        final = {**{s: FileStage.INDEXED for s in result.added + result.replaced},
+                 **{s: FileStage.UNCHANGED for s in result.unchanged},
+                 **{s: FileStage.DUPLICATE for s in result.duplicates}}
+        for index, _ in prepared:
+            self._set_file(None, index, stage=final.get(self.files[index][1], FileStage.INDEXED))
         self._update(on_progress, status=JobStatus.DONE, finished_at=time.time(),
                      chunks_total=result.chunks_added, chunks_embedded=result.chunks_added,
                      added=tuple(result.added), replaced=tuple(result.replaced),
@@ -238,8 +273,81 @@ class IngestJob:
                      duplicates=tuple(result.duplicates.items()), version=result.version)
         return self.progress()
 
+    def _prepare(self, kb: KnowledgeBase, on_progress: ProgressCallback | None,
+                 pool: IngestPool | None) -> list[tuple[int, PreparedFile]]:
+        """Every file loaded, cleaned and split (and embedded, in a pool that can), in
+        upload order; failures go to ``errors`` and the file states."""
+        seen: set[str] = set()
+        todo: list[int] = []
+        for index, (_, source) in enumerate(self.files):
+            if source in seen:
+                self._fail(on_progress, index, DUPLICATE_NAME)
+            else:
+                seen.add(source)
+                todo.append(index)
+        prepared: dict[int, PreparedFile] = {}
+        outcomes = (self._in_pool(kb, todo, pool, on_progress) if pool is not None
+                    else self._in_thread(kb, todo, on_progress))
+        for index, item, error in outcomes:
+            if error is not None or item is None:
+                self._fail(on_progress, index, error or "not prepared")
+                continue
+            prepared[index] = item
+            progress = self.progress()
+            self._set_file(None, index, stage=FileStage.EMBEDDING, pages=item.pages,
+                           chunks=len(item.chunks))
+            embedded = len(item.chunks) if item.vectors is not None else 0
+            self._update(on_progress, files_done=progress.files_done + 1,
+                         pages_done=progress.pages_done + item.pages,
+                         chunks_total=progress.chunks_total + len(item.chunks),
+                         chunks_embedded=progress.chunks_embedded + embedded)
+        return sorted(prepared.items())
+
+    def _fail(self, on_progress: ProgressCallback | None, index: int, reason: str) -> None:
+        source = self.files[index][1]
+        self._set_file(None, index, stage=FileStage.FAILED, reason=reason)
+        progress = self.progress()
+        self._update(on_progress, files_done=progress.files_done + 1,
+                     errors=(*progress.errors, FileError(source, reason)))
+
+    def _in_thread(self, kb: KnowledgeBase, todo: list[int],
+                   on_progress: ProgressCallback | None
+                   ) -> Iterator[tuple[int, PreparedFile | None, str | None]]:
+        splitter = kb.splitter()
+        for index in todo:
+            path, source = self.files[index]
+            self._set_file(on_progress, index, stage=FileStage.PARSING)
+            try:
+                yield index, prepare_file(path.read_bytes(), source, splitter), None
+            except LoaderError as exc:
+                yield index, None, exc.reason
+            except OSError as exc:
+                yield index, None, f"cannot open file ({exc.strerror or exc})"
+
+    def _in_pool(self, kb: KnowledgeBase, todo: list[int], pool: IngestPool,
+                 on_progress: ProgressCallback | None
+                 ) -> Iterator[tuple[int, PreparedFile | None, str | None]]:
+        from rag.workers import FileTask
+
+        spec = getattr(kb.embedder, "spec", None)
+        chunking = kb.manifest.chunking
+        tasks = [FileTask(self.id, index, str(self.files[index][0]), self.files[index][1],
+                          chunking, spec) for index in todo]
+
+        def heard(message: tuple[str, int, str, int]) -> None:
+            job, index, stage, pages = message
+            if job == self.id:
+                self._set_file(on_progress, index, stage=FileStage(stage), pages=pages)
+
+        for outcome in pool.run(tasks, heard):
+            yield outcome.index, outcome.prepared, outcome.error
+
+
+_FINAL = {FileStage.INDEXED, FileStage.UNCHANGED, FileStage.DUPLICATE, FileStage.FAILED}
+
 
 def ingest_files(kb: KnowledgeBase, files: Sequence[str | Path | tuple[str | Path, str]], *,
-                 on_progress: ProgressCallback | None = None) -> IngestProgress:
-    """Run one ingestion job to completion in this thread and return its final progress."""
-    return IngestJob(kb.name, files).run(kb, on_progress)
+                 on_progress: ProgressCallback | None = None,
+                 pool: IngestPool | None = None) -> IngestProgress:
+    """Run one ingestion job to completion and return its final progress."""
+    return IngestJob(kb.name, files).run(kb, on_progress, pool)

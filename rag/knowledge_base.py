@@ -66,6 +66,11 @@ LOCK = ".lock"
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 EMBED_BATCH = 64
 
+
+def lexical_tokens(chunks: Sequence[Chunk]) -> list[str]:
+    """What the BM25 index stores per chunk: its tokens, space-separated."""
+    return [" ".join(tokenize(c.text)) for c in chunks]
+
 # Progress callback: number of chunks embedded so far, out of how many.
 EmbedProgress = Callable[[int, int], None]
 
@@ -79,6 +84,10 @@ class PreparedFile:
     pages: int
     chunks: list[Chunk]
     metadata: dict = field(default_factory=dict)
+    # filled by an ingestion worker (rag.workers): the chunks' vectors, from the base's
+    # own embedder, and their lexical tokens, so the writer embeds and tokenizes nothing
+    vectors: np.ndarray | None = None
+    tokens: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,16 @@ class KnowledgeBase:
 
     def documents(self) -> list[DocumentInfo]:
         return self._snapshot.documents()
+
+    def chunks(self, source: str, offset: int = 0, limit: int = 100
+               ) -> tuple[DocumentInfo, list[Chunk]]:
+        """A document and ``limit`` of its chunks from ``offset``, as they were split (for
+        admins checking the splitting)."""
+        snapshot = self._snapshot
+        document = snapshot.document(source)
+        if document is None:
+            raise DocumentNotFoundError(f"no document {source!r} in {self.name!r}")
+        return document, snapshot.chunks_of(document.doc_id, offset, limit)
 
     def splitter(self) -> TextSplitter:
         """The splitter this base was configured with (token units use the embedder's)."""
@@ -194,7 +213,7 @@ class KnowledgeBase:
                 return AddResult(added, replaced, unchanged, duplicates, 0, draft.base.version)
             self._delete_docs(db, dense, stale)
             texts = [c.text for f in plan for c in f.chunks]
-            vectors = self._embed(embedder, texts, on_progress)
+            vectors = self._vectors(embedder, plan, on_progress)
             next_row = (db.execute("SELECT MAX(row_id) FROM chunks").fetchone()[0] or 0) + 1
             row_ids = np.arange(next_row, next_row + len(texts), dtype=np.int64)
             now = time.time()
@@ -208,7 +227,9 @@ class KnowledgeBase:
                     'INSERT INTO chunks (row_id, chunk_id, doc_id, ordinal, page, start, "end", '
                     "text, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(next(rows), c.id, c.doc_id, c.ordinal, c.metadata.page, c.metadata.start,
-                      c.metadata.end, c.text, " ".join(tokenize(c.text))) for c in f.chunks],
+                      c.metadata.end, c.text, tokens)
+                     for c, tokens in zip(f.chunks, f.tokens or lexical_tokens(f.chunks),
+                                          strict=True)],
                 )
             dense.add(row_ids, vectors)
         return AddResult(added, replaced, unchanged, duplicates, len(texts), self.version)
@@ -249,6 +270,23 @@ class KnowledgeBase:
         if (embedder.name, embedder.dimension) != (manifest.embedding_model, manifest.dimension):
             raise EmbeddingMismatchError(manifest.embedding_model, manifest.dimension,
                                          embedder.name, embedder.dimension)
+
+    @classmethod
+    def _vectors(cls, embedder: Embedder, plan: Sequence[PreparedFile],
+                 on_progress: EmbedProgress | None) -> np.ndarray:
+        """The plan's vectors in chunk order: a worker's where it embedded the file, else
+        embedded here."""
+        missing = [c.text for f in plan if f.vectors is None for c in f.chunks]
+        fresh = iter(cls._embed(embedder, missing, on_progress))
+        rows: list[np.ndarray] = []
+        for f in plan:
+            if f.vectors is None:
+                rows.extend(next(fresh) for _ in f.chunks)
+            else:
+                rows.extend(check_embeddings(f.vectors, len(f.chunks), embedder.dimension))
+        if not rows:
+            return np.zeros((0, embedder.dimension), np.float32)
+        return np.vstack(rows)
 
     @staticmethod
     def _embed(embedder: Embedder, texts: list[str],

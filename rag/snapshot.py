@@ -189,6 +189,15 @@ class Snapshot:
         return [DocumentInfo(row[0], row[1], row[2], row[3], row[4], row[5],
                              json.loads(row[6])) for row in rows]
 
+    def chunks_of(self, doc_id: str, offset: int = 0, limit: int = 100) -> list[Chunk]:
+        """One document's chunks in order, ``limit`` of them from ``offset``."""
+        rows = self._query(
+            f"SELECT {self._CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
+            "WHERE c.doc_id = ? ORDER BY c.ordinal LIMIT ? OFFSET ?",
+            (doc_id, limit, offset),
+        )
+        return [self._chunk(row) for row in rows]
+
     def document(self, source: str) -> DocumentInfo | None:
         return next((d for d in self.documents() if d.source == source), None)
 

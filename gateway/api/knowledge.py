@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminPrincipal, ChatPrincipal, KbAdminPrincipal, ServicesDep
@@ -86,6 +86,15 @@ async def documents(name: str, services: ServicesDep, principal: KbAdminPrincipa
                     ) -> dict[str, Any]:
     check_manages(principal, name)
     return {"object": "list", "data": await _knowledge(services).documents(name)}
+
+
+@router.get("/{name}/documents/{source}/chunks")
+async def chunks(name: str, source: str, services: ServicesDep, principal: KbAdminPrincipal,
+                 offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """A document's chunks as the splitter cut them: text, page and character span."""
+    check_manages(principal, name)
+    return await _knowledge(services).chunks(name, source, offset, limit)
 
 
 @router.delete("/{name}/documents/{source:path}")

@@ -1,9 +1,10 @@
 """Knowledge bases seen from the gateway: every rag call runs in a worker thread.
 
 Lifecycle: ``start()`` loads the embedding model in a thread (never on a request);
-ingestion jobs run one at a time in a worker thread while their progress is readable
-from the API; opened bases are cached and refreshed when another process (the CLI, a
-second replica) published a newer version.
+ingestion jobs run one at a time, their files parsed and embedded in a pool of worker
+processes (``rag.workers``), while their progress is readable from the API; opened
+bases are cached and refreshed when another process (the CLI, a second replica)
+published a newer version.
 """
 
 from __future__ import annotations
@@ -73,11 +74,16 @@ class KnowledgeService:
         # of requests must not take every worker thread from the searches
         self._embed_limiter = anyio.CapacityLimiter(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.pool: Any = None
 
     async def start(self) -> None:
         import rag
+        from rag.workers import IngestPool, MiB, WorkerLimits
 
         self.store = rag.KnowledgeBaseStore(self.root)
+        if self.config.ingest_workers != 0:  # parsing and embedding off the API process
+            self.pool = IngestPool(self.config.ingest_workers,
+                                   WorkerLimits(self.config.worker_memory_mb * MiB))
         path = self.config.embedding_model
         self.embedder = await anyio.to_thread.run_sync(
             lambda: rag.SentenceTransformerEmbedder(path))
@@ -104,6 +110,8 @@ class KnowledgeService:
     async def close(self) -> None:
         for task in list(self._tasks):
             await asyncio.wait({task}, timeout=30)
+        if self.pool is not None:
+            await anyio.to_thread.run_sync(self.pool.close)
 
     async def _run(self, fn: Any, *args: Any, limiter: anyio.CapacityLimiter | None = None
                    ) -> Any:
@@ -159,6 +167,16 @@ class KnowledgeService:
         return [{"object": "knowledge_base.document", **asdict(d)}
                 for d in await self._run(base.documents)]
 
+    async def chunks(self, name: str, source: str, offset: int, limit: int) -> dict[str, Any]:
+        base = await self._run(self._base, name)
+        document, chunks = await self._run(base.chunks, source, offset, limit)
+        return {"object": "list", "document": source, "total": document.chunks,
+                "offset": offset, "limit": limit,
+                "data": [{"object": "knowledge_base.chunk", "chunk_id": c.id,
+                          "ordinal": c.ordinal, "page": c.metadata.page,
+                          "start": c.metadata.start, "end": c.metadata.end, "text": c.text}
+                         for c in chunks]}
+
     async def delete_document(self, name: str, source: str) -> None:
         base = await self._run(self._base, name)
         await self._run(base.delete_document, source, limiter=self._write_limiter)
@@ -189,7 +207,8 @@ class KnowledgeService:
 
     async def _work(self, job: Any, base: Any, files: Sequence[tuple[str, Path]]) -> None:
         try:
-            await anyio.to_thread.run_sync(job.run, base, limiter=self._write_limiter)
+            await anyio.to_thread.run_sync(lambda: job.run(base, pool=self.pool),
+                                           limiter=self._write_limiter)
         finally:
             folders = {path.parent for _, path in files}
             for folder in folders:

@@ -55,7 +55,7 @@ def load_bytes(data: bytes, source: str) -> list[Document]:
         raise LoaderError(source, f"unsupported file type (supported: {supported})")
     try:
         return loader(data, source, content_hash(data))
-    except LoaderError:
+    except (LoaderError, MemoryError):  # a worker names the memory bound it hit
         raise
     except Exception as exc:  # a parser bug on hostile input must fail this file only
         raise LoaderError(source, f"cannot read file ({type(exc).__name__}: {exc})") from exc

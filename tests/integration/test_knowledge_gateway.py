@@ -104,6 +104,38 @@ def test_admin_api_lists_documents_and_searches(gateway: GatewayProcess,
         assert bad.status_code == 400
 
 
+def test_odd_uploads_fail_file_by_file_and_chunks_are_visible(
+        gateway: GatewayProcess, knowledge_base: str) -> None:
+    import io
+    import zipfile
+
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"\0" * (64 << 20))  # 64 MiB from ~64 KiB
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        notes = b"The harbour master keeps the tide tables."
+        files = [("files", ("notes.txt", notes, "text/plain")),
+                 ("files", ("sub/notes.txt", b"A different file, the same name.", "text/plain")),
+                 ("files", ("bomb.docx", bomb.getvalue(), "application/octet-stream"))]
+        r = client.post("/v1/knowledge_bases/town/documents", files=files, headers=ADMIN)
+        assert r.status_code == 202, r.text
+        job = wait_for_job(client, r.json()["job_id"])
+        assert job["status"] == "done" and job["added"] == ["notes.txt"]
+        assert [(f["source"], f["stage"]) for f in job["files"]] == [
+            ("notes.txt", "indexed"), ("notes.txt", "failed"), ("bomb.docx", "failed")]
+        reasons = {e["reason"] for e in job["errors"]}
+        assert any("same name" in r for r in reasons) and any("zip bomb" in r for r in reasons)
+        chunks = client.get("/v1/knowledge_bases/town/documents/notes.txt/chunks",
+                            headers=ADMIN).json()
+        assert chunks["total"] == 1 and chunks["data"][0]["text"].startswith("The harbour")
+        assert chunks["data"][0]["start"] == 0 and chunks["data"][0]["page"] is None
+        missing = client.get("/v1/knowledge_bases/town/documents/nothing.txt/chunks",
+                             headers=ADMIN)
+        assert missing.status_code == 404
+        assert client.get("/v1/knowledge_bases/town/documents/notes.txt/chunks",
+                          headers=CHAT).status_code == 403
+
+
 def test_upload_limits_are_413(gateway: GatewayProcess, knowledge_base: str) -> None:
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
         big = [("files", ("big.txt", b"x" * 300_000, "text/plain"))]

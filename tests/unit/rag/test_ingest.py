@@ -23,7 +23,13 @@ def test_job_reports_progress_and_per_file_errors(kb, tmp_path: Path):
     assert {e.source for e in final.errors} == {"bad.pdf", "empty.txt", "missing.md"}
     assert all(e.reason for e in final.errors)
     assert seen[0].status == JobStatus.RUNNING
-    assert [p.files_done for p in seen[1:5]] == [1, 2, 3, 4]
+    done = [p.files_done for p in seen]
+    assert done == sorted(done) and set(done) == {0, 1, 2, 3, 4}
+    stages = {(f.source, f.stage) for p in seen for f in p.files}
+    assert ("good.txt", "parsing") in stages and ("good.txt", "indexed") in stages
+    assert [(f.source, f.stage, bool(f.reason)) for f in final.files] == [
+        ("good.txt", "indexed", False), ("bad.pdf", "failed", True),
+        ("empty.txt", "failed", True), ("missing.md", "failed", True)]
     assert max(p.chunks_embedded for p in seen) == final.chunks_total > 0
     assert final.pages_done == 1 and final.finished_at is not None
     assert final.to_dict()["status"] == "done"

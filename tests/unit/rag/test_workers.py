@@ -1,0 +1,109 @@
+"""Ingestion in worker processes: same results as in-thread, bounded memory, files that
+fail alone, duplicate names, and the real embedder in the worker."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.ingest import DUPLICATE_NAME, FileStage, IngestJob, JobStatus
+from rag.workers import FileTask, IngestPool, MiB, WorkerLimits
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = IngestPool(2, WorkerLimits(memory_bytes=2048 * MiB))
+    yield pool
+    pool.close()
+
+
+def write(folder: Path, name: str, data: bytes | str) -> Path:
+    path = folder / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def docx_bomb(size: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        with archive.open("word/document.xml", "w", force_zip64=True) as stream:
+            for _ in range(size >> 20):
+                stream.write(b"\0" * MiB)
+    return out.getvalue()
+
+
+def test_pool_gives_what_the_thread_gives(kb, store, embedder, tmp_path: Path, pool):
+    files = [write(tmp_path, "a.txt", "第一句话。" * 200), write(tmp_path, "b.md", "# Title\n\n"
+             + "Forklift keys are kept in locker 38. " * 40), write(tmp_path, "bad.pdf", "%PDF-1")]
+    in_thread = IngestJob(kb.name, files).run(kb)
+    other = store.create("other", embedder, chunking=kb.manifest.chunking)
+    seen = []
+    in_pool = IngestJob(other.name, files).run(other, seen.append, pool)
+    assert in_pool.status == in_thread.status == JobStatus.DONE
+    assert in_pool.added == in_thread.added == ("a.txt", "b.md")
+    assert in_pool.errors == in_thread.errors and len(in_pool.errors) == 1
+    assert in_pool.chunks_total == in_thread.chunks_total > 0
+    assert [f.stage for f in in_pool.files] == ["indexed", "indexed", "failed"]
+    assert ("a.txt", "parsing") in {(f.source, f.stage) for p in seen for f in p.files}
+    assert kb.search("locker 38", mode="lexical")[0].text == \
+        other.search("locker 38", mode="lexical")[0].text
+
+
+@pytest.mark.parametrize("in_pool", [False, True])
+def test_duplicate_names_fail_the_second_only(kb, tmp_path: Path, pool, in_pool):
+    first = write(tmp_path, "one.txt", "第一份文件的内容。" * 20)
+    second = write(tmp_path, "two.txt", "第二份文件的内容。" * 20)
+    job = IngestJob(kb.name, [(first, "报告.txt"), (second, "sub/报告.txt")])
+    final = job.run(kb, pool=pool if in_pool else None)
+    assert final.status == JobStatus.DONE and final.added == ("报告.txt",)
+    assert [(e.source, e.reason) for e in final.errors] == [("报告.txt", DUPLICATE_NAME)]
+    assert [f.stage for f in final.files] == [FileStage.INDEXED, FileStage.FAILED]
+    assert "第一份" in kb.search("第一份文件", mode="lexical")[0].text
+
+
+def test_zip_bomb_is_refused_with_the_workers_memory_bounded(kb, tmp_path: Path):
+    fresh = IngestPool(1, WorkerLimits(memory_bytes=1024 * MiB))
+    try:
+        bomb = write(tmp_path, "bomb.docx", docx_bomb(2048 * MiB))
+        good = write(tmp_path, "good.txt", "A file that is fine. " * 20)
+        tasks = [FileTask("job", i, str(p), p.name, kb.manifest.chunking)
+                 for i, p in enumerate([bomb, good])]
+        outcomes = list(fresh.run(tasks))
+        by_name = {o.source: o for o in outcomes}
+        assert "zip bomb" in by_name["bomb.docx"].error
+        assert by_name["good.txt"].error is None
+        assert max(o.peak_rss for o in outcomes) < 400 * MiB  # it never inflated 2 GiB
+    finally:
+        fresh.close()
+
+
+def test_a_file_over_the_memory_bound_fails_alone(kb, tmp_path: Path):
+    tight = IngestPool(1, WorkerLimits(memory_bytes=384 * MiB))
+    try:
+        huge = write(tmp_path, "huge.txt", ("数据" * 50 + "\n") * 400_000)  # 40 MB of text
+        small = write(tmp_path, "small.txt", "A small file. " * 20)
+        final = IngestJob(kb.name, [huge, small]).run(kb, pool=tight)
+        assert final.status == JobStatus.DONE and final.added == ("small.txt",)
+        [error] = final.errors
+        assert error.source == "huge.txt" and "memory" in error.reason
+    finally:
+        tight.close()
+
+
+def test_the_real_embedder_runs_in_the_worker(store, tmp_path: Path, pool):
+    from rag.embeddings import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    kb = store.create("real", embedder)
+    path = write(tmp_path, "keys.txt", "The forklift keys are kept in locker 38. " * 30)
+    final = IngestJob(kb.name, [path]).run(kb, pool=pool)
+    assert final.status == JobStatus.DONE and final.chunks_embedded == final.chunks_total > 0
+    [hit] = kb.search("where are the forklift keys?", mode="dense", top_k=1)
+    assert hit.source == "keys.txt" and hit.dense_score > 0.5
+    again = embedder.embed([hit.text.split("\n")[0][:200]])
+    assert np.isfinite(again).all()
