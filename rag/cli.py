@@ -59,8 +59,11 @@ def kb() -> None:
 @click.option("--chunk-size", type=int, default=300, show_default=True)
 @click.option("--chunk-overlap", type=int, default=60, show_default=True)
 @click.option("--unit", type=click.Choice(["chars", "tokens"]), default="chars", show_default=True)
+@click.option("--ocr", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="auto: pages without a text layer and images; always: "
+              "also the images on pages with text; never: no OCR.")
 def create(name: str, data_dir: str, model: str | None, index_kind: str, chunk_size: int,
-           chunk_overlap: int, unit: str) -> None:
+           chunk_overlap: int, unit: str, ocr: str) -> None:
     """Create an empty knowledge base NAME."""
     from rag.snapshot import ChunkingConfig
 
@@ -68,9 +71,10 @@ def create(name: str, data_dir: str, model: str | None, index_kind: str, chunk_s
     if store.exists(name):  # also validates the name before the model takes seconds to load
         raise click.ClickException(f"knowledge base {name!r} already exists")
     chunking = ChunkingConfig(chunk_size, chunk_overlap, "tokens" if unit == "tokens" else "chars")
-    base = store.create(name, _embedder(model), index_kind=index_kind, chunking=chunking)
+    base = store.create(name, _embedder(model), index_kind=index_kind, chunking=chunking,
+                        ocr=ocr)
     click.echo(f"created {base.name} ({base.manifest.embedding_model}, "
-               f"{base.manifest.dimension} dims, {index_kind} index)")
+               f"{base.manifest.dimension} dims, {index_kind} index, ocr {ocr})")
 
 
 @kb.command(name="list")

@@ -17,7 +17,7 @@ from rag.documents import Document, make_doc_id
 from rag.errors import LoaderError, UploadLimitError
 from rag.knowledge_base import KnowledgeBase, PreparedFile
 from rag.loaders import load_bytes
-from rag.loaders.base import content_hash
+from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions, content_hash
 from rag.splitting import TextSplitter
 
 if TYPE_CHECKING:
@@ -102,9 +102,10 @@ def sanitize_filename(name: str, *, max_bytes: int = 200, default: str = "upload
     return (stem + suffix) or default
 
 
-def prepare_file(data: bytes, source: str, splitter: TextSplitter) -> PreparedFile:
+def prepare_file(data: bytes, source: str, splitter: TextSplitter,
+                 options: LoadOptions = DEFAULT_OPTIONS) -> PreparedFile:
     """Load, clean and split one file's bytes; raises LoaderError for unusable files."""
-    documents = load_bytes(data, source)
+    documents = load_bytes(data, source, options)
     digest = content_hash(data)
     cleaned = clean_pages([d.text for d in documents])
     kept = [Document(text, d.metadata) for d, text in zip(documents, cleaned, strict=True)
@@ -317,8 +318,13 @@ class IngestJob:
         for index in todo:
             path, source = self.files[index]
             self._set_file(on_progress, index, stage=FileStage.PARSING)
+
+            def read(pages: int, index: int = index) -> None:
+                self._set_file(on_progress, index, stage=FileStage.OCR, pages=pages)
+
+            options = LoadOptions(kb.manifest.ocr, read)
             try:
-                yield index, prepare_file(path.read_bytes(), source, splitter), None
+                yield index, prepare_file(path.read_bytes(), source, splitter, options), None
             except LoaderError as exc:
                 yield index, None, exc.reason
             except OSError as exc:
@@ -332,7 +338,7 @@ class IngestJob:
         spec = getattr(kb.embedder, "spec", None)
         chunking = kb.manifest.chunking
         tasks = [FileTask(self.id, index, str(self.files[index][0]), self.files[index][1],
-                          chunking, spec) for index in todo]
+                          chunking, spec, kb.manifest.ocr) for index in todo]
 
         def heard(message: tuple[str, int, str, int]) -> None:
             job, index, stage, pages = message

@@ -43,6 +43,7 @@ from rag.errors import (
     KnowledgeBaseNotFoundError,
 )
 from rag.index import INDEX_KINDS, DenseIndex
+from rag.ocr import OCR_MODES
 from rag.retrieval import HybridRetriever, RetrievalConfig
 from rag.snapshot import (
     DB_FILE,
@@ -65,6 +66,11 @@ SNAPSHOTS = "snapshots"
 LOCK = ".lock"
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 EMBED_BATCH = 64
+
+
+def check_ocr_mode(mode: str) -> None:
+    if mode not in OCR_MODES:
+        raise ValueError(f"ocr must be one of {', '.join(OCR_MODES)}, got {mode!r}")
 
 
 def lexical_tokens(chunks: Sequence[Chunk]) -> list[str]:
@@ -233,6 +239,12 @@ class KnowledgeBase:
                 )
             dense.add(row_ids, vectors)
         return AddResult(added, replaced, unchanged, duplicates, len(texts), self.version)
+
+    def set_ocr(self, mode: str) -> None:
+        """How later uploads read pages without a text layer (stored files stay as read)."""
+        check_ocr_mode(mode)
+        with self._writing(manifest_changes=lambda m: replace(m, ocr=mode)):
+            pass
 
     def delete_document(self, source: str) -> None:
         with self._writing() as draft:
@@ -514,11 +526,12 @@ class KnowledgeBaseStore:
 
     def create(self, name: str, embedder: Embedder, *, index_kind: str = "flat",
                chunking: ChunkingConfig | None = None,
-               retrieval: RetrievalConfig | None = None) -> KnowledgeBase:
+               retrieval: RetrievalConfig | None = None, ocr: str = "auto") -> KnowledgeBase:
         """Create an empty base built for ``embedder`` (its name and dimension are recorded)."""
         path = self.path_for(name)
         if index_kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}")
+        check_ocr_mode(ocr)
         chunking = chunking or ChunkingConfig()
         TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
                      length_function=len if chunking.unit == "tokens" else None)  # validate
@@ -532,7 +545,7 @@ class KnowledgeBaseStore:
             manifest = Manifest(name=name, version=1, embedding_model=embedder.name,
                                 dimension=embedder.dimension, index_kind=index_kind,
                                 chunking=chunking, embedding_path=_path_hint(embedder),
-                                created_at=now, updated_at=now)
+                                ocr=ocr, created_at=now, updated_at=now)
             db = open_db(first / DB_FILE, readonly=False)
             write_indexes(first, db, DenseIndex(embedder.dimension, index_kind))  # type: ignore[arg-type]
             db.close()

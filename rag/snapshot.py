@@ -68,6 +68,7 @@ class Manifest:
     index_kind: str = "flat"
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding_path: str | None = None
+    ocr: str = "auto"  # rag.ocr.OCR_MODES: how pages without a text layer are read
     documents: int = 0
     chunks: int = 0
     created_at: float = 0.0

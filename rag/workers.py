@@ -28,6 +28,7 @@ import numpy as np
 from rag.embeddings import Embedder, EmbedderSpec
 from rag.errors import LoaderError
 from rag.knowledge_base import PreparedFile, lexical_tokens
+from rag.loaders.base import LoadOptions
 from rag.snapshot import ChunkingConfig
 from rag.splitting import TextSplitter
 
@@ -53,6 +54,7 @@ class FileTask:
     source: str
     chunking: ChunkingConfig
     embedder: EmbedderSpec | None = None
+    ocr: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,9 @@ def _start_worker(limits: WorkerLimits, messages: Any) -> None:
         soft = limits.memory_bytes if hard == resource.RLIM_INFINITY else min(
             limits.memory_bytes, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+    from rag import ocr
+
+    ocr.threads = 1
     _worker.update(messages=messages, limits=limits, embedders={})
     # the queue's feeder thread starts on the first put: start it now, while memory is
     # plentiful (a thread that cannot get its stack under the limit later hangs the put)
@@ -215,7 +220,8 @@ def _work(task: FileTask) -> FileOutcome:
         embedder = _embedder(task.embedder) if task.embedder is not None else None
         with open(task.path, "rb") as handle:
             data = handle.read()
-        prepared = prepare_file(data, task.source, _splitter(task.chunking, embedder))
+        options = LoadOptions(task.ocr, lambda pages: _say(task, "ocr", pages))
+        prepared = prepare_file(data, task.source, _splitter(task.chunking, embedder), options)
         del data
         parsed = time.perf_counter()
         vectors = None

@@ -28,6 +28,13 @@ class NewKnowledgeBase(BaseModel):
     index_kind: Literal["flat", "hnsw", "ivf"] = "flat"
     chunk_size: int | None = Field(default=None, ge=50, le=20_000)
     chunk_overlap: int | None = Field(default=None, ge=0)
+    ocr: Literal["auto", "always", "never"] = "auto"
+
+
+class KnowledgeBaseChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ocr: Literal["auto", "always", "never"]
 
 
 class SearchRequest(BaseModel):
@@ -49,7 +56,7 @@ class Rebuild(BaseModel):
 async def create(body: NewKnowledgeBase, services: ServicesDep,
                  _: AdminPrincipal) -> dict[str, Any]:
     return await _knowledge(services).create(body.name, body.index_kind, body.chunk_size,
-                                             body.chunk_overlap)
+                                             body.chunk_overlap, body.ocr)
 
 
 @router.get("")
@@ -73,6 +80,14 @@ async def get(name: str, services: ServicesDep, principal: KbAdminPrincipal
               ) -> dict[str, Any]:
     check_manages(principal, name)
     return await _knowledge(services).get(name)
+
+
+@router.patch("/{name}")
+async def change(name: str, body: KnowledgeBaseChanges, services: ServicesDep,
+                 principal: KbAdminPrincipal) -> dict[str, Any]:
+    """Settings that apply to later uploads (``ocr``)."""
+    check_manages(principal, name)
+    return await _knowledge(services).set_ocr(name, body.ocr)
 
 
 @router.delete("/{name}")

@@ -135,14 +135,14 @@ class KnowledgeService:
         return base
 
     async def create(self, name: str, index_kind: str, chunk_size: int | None,
-                     chunk_overlap: int | None) -> dict[str, Any]:
+                     chunk_overlap: int | None, ocr: str = "auto") -> dict[str, Any]:
         import rag
 
         def create() -> Any:
             given: dict[str, Any] = {"size": chunk_size, "overlap": chunk_overlap}
             chunking = rag.ChunkingConfig(**{k: v for k, v in given.items() if v is not None})
             return self.store.create(name, self.embedder, index_kind=index_kind,
-                                     chunking=chunking)
+                                     chunking=chunking, ocr=ocr)
 
         base = await self._run(create, limiter=self._write_limiter)
         self._bases[name] = base
@@ -157,6 +157,11 @@ class KnowledgeService:
     async def get(self, name: str) -> dict[str, Any]:
         base = await self._run(self._base, name)
         return describe(base.manifest)
+
+    async def set_ocr(self, name: str, mode: str) -> dict[str, Any]:
+        base = await self._run(self._base, name)
+        await self._run(base.set_ocr, mode, limiter=self._write_limiter)
+        return describe((await self._run(self._base, name)).manifest)
 
     async def delete(self, name: str) -> None:
         await self._run(self.store.delete, name, limiter=self._write_limiter)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from rag.documents import Document
 from rag.errors import LoaderError
-from rag.loaders.base import Loader, content_hash
+from rag.loaders.base import DEFAULT_OPTIONS, Loader, LoadOptions, content_hash
 from rag.loaders.docx import load_docx
 from rag.loaders.encoding import decode_text
+from rag.loaders.images import load_image
 from rag.loaders.markdown import load_markdown, markdown_to_text
 from rag.loaders.pdf import load_pdf
 from rag.loaders.sheets import load_csv, load_xlsx
@@ -25,6 +26,7 @@ LOADERS: dict[str, Loader] = {
     ".docx": load_docx,
     ".xlsx": load_xlsx,
     ".csv": load_csv,
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"), load_image),
 }
 
 SUPPORTED_EXTENSIONS = frozenset(LOADERS)
@@ -44,7 +46,8 @@ class LoadedFile:
         return self.error is None
 
 
-def load_bytes(data: bytes, source: str) -> list[Document]:
+def load_bytes(data: bytes, source: str, options: LoadOptions = DEFAULT_OPTIONS
+               ) -> list[Document]:
     """Documents from a file's bytes; the format comes from ``source``'s extension.
 
     Raises LoaderError, and only LoaderError, for anything wrong with the file.
@@ -54,7 +57,7 @@ def load_bytes(data: bytes, source: str) -> list[Document]:
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         raise LoaderError(source, f"unsupported file type (supported: {supported})")
     try:
-        return loader(data, source, content_hash(data))
+        return loader(data, source, content_hash(data), options)
     except (LoaderError, MemoryError):  # a worker names the memory bound it hit
         raise
     except Exception as exc:  # a parser bug on hostile input must fail this file only
@@ -89,6 +92,7 @@ def load_files(paths: Iterable[str | Path]) -> Iterator[LoadedFile]:
 
 __all__ = [
     "LOADERS",
+    "LoadOptions",
     "SUPPORTED_EXTENSIONS",
     "LoadedFile",
     "Loader",

@@ -9,10 +9,12 @@ from typing import Any
 from rag.documents import Document, DocumentMetadata
 from rag.errors import LoaderError
 from rag.loaders.archive import check_archive
+from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions
 from rag.loaders.tables import render_table
 
 
-def load_docx(data: bytes, source: str, content_hash: str) -> list[Document]:
+def load_docx(data: bytes, source: str, content_hash: str,
+              options: LoadOptions = DEFAULT_OPTIONS) -> list[Document]:
     try:
         import docx
         from docx.table import Table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from rag.documents import Document, DocumentMetadata
+from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions
 from rag.loaders.text import decode_or_fail
 
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
@@ -50,7 +51,8 @@ def markdown_to_text(md: str) -> str:
     return "\n".join(out)
 
 
-def load_markdown(data: bytes, source: str, content_hash: str) -> list[Document]:
+def load_markdown(data: bytes, source: str, content_hash: str,
+                  options: LoadOptions = DEFAULT_OPTIONS) -> list[Document]:
     text, encoding = decode_or_fail(data, source)
     meta = DocumentMetadata(source, content_hash, None, {"encoding": encoding})
     return [Document(markdown_to_text(text), meta)]

@@ -1,18 +1,24 @@
 """PDF loader: pdfplumber, page by page, keeping 1-based page numbers; ruled tables come
-out as Markdown tables where they stand in the text."""
+out as Markdown tables where they stand in the text; scanned pages are read with OCR."""
 
 from __future__ import annotations
 
 import io
 from typing import Any
 
+from rag import ocr
 from rag.documents import Document, DocumentMetadata
 from rag.errors import LoaderError
+from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions
 from rag.loaders.tables import render_table
+from rag.ocr import OcrUnavailableError
 
 
-def load_pdf(data: bytes, source: str, content_hash: str) -> list[Document]:
-    """One document per page that has text; pages without text (scans) are skipped.
+def load_pdf(data: bytes, source: str, content_hash: str,
+             options: LoadOptions = DEFAULT_OPTIONS) -> list[Document]:
+    """One document per page that has text; a page without a usable text layer (a scan)
+    is read with OCR unless ``options.ocr`` is ``never``, and with ``always`` the images
+    on pages that have text are read too.
 
     Text comes from pdfminer's layout analysis of each pdfplumber page (text boxes in
     reading order, one blank line between boxes). pdfplumber's own ``extract_text``
@@ -30,6 +36,7 @@ def load_pdf(data: bytes, source: str, content_hash: str) -> list[Document]:
         raise LoaderError(source, "not a PDF file (no %PDF header)")
     documents: list[Document] = []
     page_errors = 0
+    scans = Scans(data, options)
     try:
         with pdfplumber.open(io.BytesIO(data), laparams={}) as pdf:
             pages = pdf.pages
@@ -38,6 +45,12 @@ def load_pdf(data: bytes, source: str, content_hash: str) -> list[Document]:
             for number, page in enumerate(pages, start=1):
                 try:
                     text = page_text(page)
+                    if not usable(text):
+                        text = scans.page(number - 1) or text
+                    elif options.ocr == "always":
+                        text = "\n\n".join([text, *scans.images(number - 1, page)])
+                except (OcrUnavailableError, MemoryError):
+                    raise
                 except Exception:  # one broken page must not lose the others
                     page_errors += 1
                     continue
@@ -48,15 +61,93 @@ def load_pdf(data: bytes, source: str, content_hash: str) -> list[Document]:
                     documents.append(Document(text, meta))
     except LoaderError:
         raise
+    except OcrUnavailableError as exc:
+        raise LoaderError(source, f"scanned pages without text: {exc}") from exc
+    except MemoryError:
+        raise
     except Exception as exc:
         raise LoaderError(source, _describe(exc)) from exc
+    finally:
+        scans.close()
     if not documents:
         if page_errors:
             raise LoaderError(source, f"malformed PDF: none of its {page_errors} pages parse")
-        raise LoaderError(
-            source, "no extractable text (scanned or image-only PDF; OCR is not supported)"
-        )
+        if options.ocr == "never":
+            raise LoaderError(source, "no extractable text (scanned or image-only PDF, and "
+                                      "OCR is off for this knowledge base)")
+        raise LoaderError(source, "no text, even with OCR (blank or unreadable pages)")
     return documents
+
+
+def usable(text: str) -> bool:
+    """Whether a page's text layer says something: enough letters, not a font's glyph ids
+    (``(cid:123)``) or replacement characters, which is what broken scans carry."""
+    letters = sum(ch.isalnum() for ch in text)
+    junk = text.count("(cid:") * 8 + text.count("\ufffd")
+    return letters >= 16 and junk < letters / 2
+
+
+class Scans:
+    """Pages (and image regions) rendered with pdfium and read with OCR, opened on first
+    need: a PDF with a text layer never pays for it."""
+
+    def __init__(self, data: bytes, options: LoadOptions) -> None:
+        self.data, self.options = data, options
+        self.done = 0
+        self._pdf: Any = None
+
+    def _render(self, index: int) -> Any:
+        import pypdfium2
+
+        if self._pdf is None:
+            self._pdf = pypdfium2.PdfDocument(self.data)
+        page = self._pdf[index]
+        try:
+            width, height = page.get_size()
+            return page.render(scale=ocr.scale_for(width, height)).to_pil(), width, height
+        finally:
+            page.close()
+
+    def page(self, index: int) -> str:
+        if self.options.ocr == "never":
+            return ""
+        image, _, _ = self._render(index)
+        return self._read(image)
+
+    def images(self, index: int, page: Any) -> list[str]:
+        """The text of each sizeable image on a page (``always``)."""
+        regions = [im for im in page.images
+                   if (im["x1"] - im["x0"]) * (im["bottom"] - im["top"])
+                   > page.width * page.height / 50]
+        if not regions:
+            return []
+        image, width, height = self._render(index)
+        sx, sy = image.width / width, image.height / height
+        texts = []
+        for im in regions:
+            box = (max(0, int(im["x0"] * sx)), max(0, int(im["top"] * sy)),
+                   min(image.width, int(im["x1"] * sx)), min(image.height, int(im["bottom"] * sy)))
+            if box[2] > box[0] and box[3] > box[1]:
+                text = ocr.read_image(image.crop(box))
+                if text:
+                    texts.append(text)
+        self._heard()
+        return texts
+
+    def _read(self, image: Any) -> str:
+        text = ocr.read_image(image)
+        self._heard()
+        return text
+
+    def _heard(self) -> None:
+        self.done += 1
+        if self.options.on_ocr_page is not None:
+            self.options.on_ocr_page(self.done)
+
+    def close(self) -> None:
+        if self._pdf is not None:
+            self._pdf.close()
+            self._pdf = None
 
 
 def page_text(page: Any) -> str:

@@ -12,6 +12,7 @@ import io
 from rag.documents import Document, DocumentMetadata
 from rag.errors import LoaderError
 from rag.loaders.archive import check_archive
+from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions
 from rag.loaders.tables import render_table
 from rag.loaders.text import decode_or_fail
 
@@ -21,7 +22,8 @@ _EMPTY_RUN = 1000
 _MAX_COLUMNS = 512
 
 
-def load_xlsx(data: bytes, source: str, content_hash: str) -> list[Document]:
+def load_xlsx(data: bytes, source: str, content_hash: str,
+              options: LoadOptions = DEFAULT_OPTIONS) -> list[Document]:
     try:
         import openpyxl
     except ImportError as exc:  # pragma: no cover - the rag extra installs it
@@ -63,7 +65,8 @@ def _rows(rows):
                 return
 
 
-def load_csv(data: bytes, source: str, content_hash: str) -> list[Document]:
+def load_csv(data: bytes, source: str, content_hash: str,
+             options: LoadOptions = DEFAULT_OPTIONS) -> list[Document]:
     text, encoding = decode_or_fail(data, source)
     try:
         dialect = csv.Sniffer().sniff(text[:16384], delimiters=",;\t|")

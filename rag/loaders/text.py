@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rag.documents import Document, DocumentMetadata
 from rag.errors import LoaderError
+from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions
 from rag.loaders.encoding import UndetectableEncodingError, decode_text
 
 
@@ -20,7 +21,8 @@ def decode_or_fail(data: bytes, source: str) -> tuple[str, str]:
     return text, encoding
 
 
-def load_text(data: bytes, source: str, content_hash: str) -> list[Document]:
+def load_text(data: bytes, source: str, content_hash: str,
+              options: LoadOptions = DEFAULT_OPTIONS) -> list[Document]:
     text, encoding = decode_or_fail(data, source)
     meta = DocumentMetadata(source, content_hash, None, {"encoding": encoding})
     return [Document(text, meta)]

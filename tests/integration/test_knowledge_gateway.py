@@ -136,6 +136,33 @@ def test_odd_uploads_fail_file_by_file_and_chunks_are_visible(
                           headers=CHAT).status_code == 403
 
 
+def test_scanned_pages_are_read_with_ocr_and_the_mode_can_change(
+        gateway: GatewayProcess) -> None:
+    pytest.importorskip("rapidocr_onnxruntime")
+    from tests.unit.rag.ocr_pages import ENGLISH, page_image, scanned_pdf
+
+    scan = scanned_pdf(page_image(ENGLISH))
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        r = client.post("/v1/knowledge_bases", json={"name": "scans"}, headers=ADMIN)
+        assert r.status_code == 201 and r.json()["ocr"] == "auto", r.text
+        r = client.post("/v1/knowledge_bases/scans/documents", headers=ADMIN,
+                        files=[("files", ("contract.pdf", scan, "application/pdf"))])
+        job = wait_for_job(client, r.json()["job_id"])
+        assert job["status"] == "done" and job["files"][0]["stage"] == "indexed", job
+        hits = client.post("/v1/knowledge_bases/scans/search", headers=ADMIN,
+                           json={"query": "locker 38", "mode": "lexical"}).json()["data"]
+        assert hits[0]["document"] == "contract.pdf" and hits[0]["page"] == 1
+        r = client.patch("/v1/knowledge_bases/scans", json={"ocr": "never"}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["ocr"] == "never"
+        assert client.patch("/v1/knowledge_bases/scans", json={"ocr": "sometimes"},
+                            headers=ADMIN).status_code == 400
+        r = client.post("/v1/knowledge_bases/scans/documents", headers=ADMIN,
+                        files=[("files", ("second.pdf", scan[:-10] + b"\n%%EOF\n",
+                                          "application/pdf"))])
+        job = wait_for_job(client, r.json()["job_id"])
+        assert job["status"] == "failed" and "OCR is off" in job["errors"][0]["reason"]
+
+
 def test_upload_limits_are_413(gateway: GatewayProcess, knowledge_base: str) -> None:
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
         big = [("files", ("big.txt", b"x" * 300_000, "text/plain"))]

@@ -52,8 +52,14 @@ def kb(store: KnowledgeBaseStore, embedder: FakeEmbedder):
     return store.create("docs", embedder, chunking=ChunkingConfig(120, 20))
 
 
+BUNDLED_CJK_FONT = Path(__file__).resolve().parents[2] / "data" / "fonts" / "NotoSansSC-subset.otf"
+
+
 def find_cjk_font() -> Path | None:
-    """A font file with Chinese glyphs: fontconfig first, then usual Debian paths."""
+    """A font file with Chinese glyphs: the subset under tests/data (every character the
+    tests render), else fontconfig, else usual Debian paths."""
+    if BUNDLED_CJK_FONT.is_file():
+        return BUNDLED_CJK_FONT
     candidates: list[Path] = []
     if shutil.which("fc-list"):
         out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True,

@@ -10,7 +10,7 @@ import pytest
 from fpdf import FPDF
 
 from rag.errors import LoaderError
-from rag.loaders import content_hash, load_bytes, load_file, load_files
+from rag.loaders import LoadOptions, content_hash, load_bytes, load_file, load_files
 from rag.loaders.encoding import decode_text
 
 ZH_SIMPLIFIED = "北京是中华人民共和国的首都，也是全国的政治、文化中心。长城是世界闻名的古迹！"
@@ -58,7 +58,7 @@ def test_chinese_pdf_with_embedded_cjk_font(cjk_font: Path):
     assert "臺北是臺灣最大的城市" in flat[1]
 
 
-def test_scanned_pdf_without_text_fails_with_reason(tmp_path: Path):
+def test_scanned_pdf_without_ocr_fails_with_reason(tmp_path: Path):
     from PIL import Image
 
     image = tmp_path / "scan.png"
@@ -67,8 +67,8 @@ def test_scanned_pdf_without_text_fails_with_reason(tmp_path: Path):
     pdf.add_page()
     pdf.image(str(image), x=10, y=10, w=100)
     pdf.add_page()  # and an empty page
-    with pytest.raises(LoaderError, match="no extractable text") as info:
-        load_bytes(bytes(pdf.output()), "scan.pdf")
+    with pytest.raises(LoaderError, match="no extractable text.*OCR is off") as info:
+        load_bytes(bytes(pdf.output()), "scan.pdf", LoadOptions(ocr="never"))
     assert info.value.source == "scan.pdf"
 
 

@@ -107,3 +107,15 @@ def test_the_real_embedder_runs_in_the_worker(store, tmp_path: Path, pool):
     assert hit.source == "keys.txt" and hit.dense_score > 0.5
     again = embedder.embed([hit.text.split("\n")[0][:200]])
     assert np.isfinite(again).all()
+
+
+def test_ocr_runs_in_the_worker_with_progress(kb, tmp_path: Path, pool):
+    pytest.importorskip("rapidocr_onnxruntime")
+    from tests.unit.rag.ocr_pages import ENGLISH, page_image, scanned_pdf
+
+    scan = write(tmp_path, "scan.pdf", scanned_pdf(page_image(ENGLISH)))
+    seen = []
+    final = IngestJob(kb.name, [scan]).run(kb, seen.append, pool)
+    assert final.status == JobStatus.DONE and final.pages_done == 1
+    assert ("scan.pdf", "ocr", 1) in {(f.source, f.stage, f.pages) for p in seen for f in p.files}
+    assert kb.search("locker 38", mode="lexical", top_k=1)[0].page == 1
