@@ -112,7 +112,7 @@ def pdf_throughput(work: Path, pages: int) -> list[list[str]]:
     splitter = TextSplitter()
     out = []
     kinds = [("English", None)]
-    font = find_cjk_font()
+    font = find_cjk_font(bundled=False)  # CMRC's text needs a whole font
     if font:
         paragraphs, _ = load_squad_style(CMRC)
         kinds.append(("Chinese", font))

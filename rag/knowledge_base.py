@@ -123,7 +123,9 @@ class KnowledgeBase:
             raise KnowledgeBaseNotFoundError(f"no knowledge base at {self.path}")
         self._write_lock = threading.Lock()
         self._snapshot = self._load_live()
-        self.retrieval = retrieval or RetrievalConfig()
+        self._own_retrieval = retrieval is not None  # else the embedder's fitted defaults
+        self.retrieval = retrieval or RetrievalConfig.for_embedder(
+            self._snapshot.manifest.embedding_model)
         self.embedder: Embedder | None = None
         if embedder is not None:
             self._check_embedder(embedder, self._snapshot.manifest)
@@ -169,9 +171,11 @@ class KnowledgeBase:
         return HybridRetriever(self._snapshot, self.embedder, config or self.retrieval, **kwargs)
 
     def search(self, query: str, **overrides) -> list[Passage]:
-        """Passages for ``query``; keyword overrides replace RetrievalConfig fields."""
+        """Passages for ``query``; keyword overrides replace RetrievalConfig fields (None
+        keeps the base's default)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
         return HybridRetriever(self._snapshot, self.embedder, self.retrieval).retrieve(
-            query, **overrides
+            query, **given
         )
 
     def refresh(self) -> bool:
@@ -270,6 +274,8 @@ class KnowledgeBase:
             draft.dense = DenseIndex(embedder.dimension, kind)  # type: ignore[arg-type]
             draft.dense.add(np.array([r[0] for r in rows], dtype=np.int64), vectors)
         self.embedder = embedder
+        if not self._own_retrieval:
+            self.retrieval = RetrievalConfig.for_embedder(embedder.name)
 
     # -- internals --------------------------------------------------------------------
     def _require_embedder(self) -> Embedder:
@@ -404,8 +410,9 @@ def _compact(db: sqlite3.Connection) -> None:
 
 
 def _path_hint(embedder: Embedder) -> str | None:
-    path = getattr(embedder, "path", None)
-    return str(path) if path is not None else None
+    """What ``load_embedder`` reloads the embedder from: its reference or its folder."""
+    reference = getattr(embedder, "reference", None) or getattr(embedder, "path", None)
+    return str(reference) if reference is not None else None
 
 
 def _versions(kb: Path) -> list[Path]:

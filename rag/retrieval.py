@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from rag.documents import Chunk, Passage
-from rag.embeddings import Embedder
+from rag.embeddings import Embedder, embed_queries
 from rag.errors import EmbedderMissingError
 from rag.index import DenseIndex, LexicalIndex, top_k
 from rag.splitting import merge_overlapping
@@ -55,6 +55,24 @@ class RetrievalConfig:
     budget: int | None = None
     fusion: Fusion = "weighted"
     rrf_k: int = 60
+    # the embedder's cosine scale: ``dense_floor`` (what an unrelated question's best
+    # passage scores) reads as 0 and ``dense_ceiling`` (an answered one's) as 1
+    dense_floor: float = 0.0
+    dense_ceiling: float = 1.0
+
+    @classmethod
+    def for_embedder(cls, embedding_model: str, **changes) -> RetrievalConfig:
+        """The defaults fitted for ``embedding_model`` (``PROFILES``), with ``changes``."""
+        profile = PROFILES.get(embedding_model, GENERIC)
+        return cls(dense_weight_latin=profile.dense_weight_latin,
+                   dense_weight_cjk=profile.dense_weight_cjk,
+                   score_threshold=profile.threshold, dense_floor=profile.floor,
+                   dense_ceiling=profile.ceiling, **changes)
+
+    def dense_score(self, cosine: float) -> float:
+        """A cosine on the 0..1 scale the fused score and the threshold use."""
+        span = self.dense_ceiling - self.dense_floor
+        return min(1.0, max(0.0, (cosine - self.dense_floor) / span))
 
     def __post_init__(self) -> None:
         if self.top_k <= 0:
@@ -74,6 +92,28 @@ class RetrievalConfig:
             raise ValueError("rrf_k must be positive")
         if self.budget is not None and self.budget <= 0:
             raise ValueError("budget must be positive (or None for no budget)")
+        if not -1.0 <= self.dense_floor < self.dense_ceiling <= 1.0:
+            raise ValueError("need -1 <= dense_floor < dense_ceiling <= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreProfile:
+    """What one embedder's scores mean, fitted on the trial data by bench/abstention.py:
+    its cosine scale, the dense weight per script, and the threshold under which a
+    question gets no passage (an off-topic question injects nothing)."""
+
+    floor: float
+    ceiling: float
+    dense_weight_latin: float
+    dense_weight_cjk: float
+    threshold: float
+
+
+# Embedders nobody fitted: cosines read as they are, no threshold (every question gets
+# its passages, as before calibration), and the dense side off for Chinese (most
+# sentence-transformers models are English-only; raise it for a multilingual one).
+GENERIC = ScoreProfile(0.0, 1.0, 0.5, 0.0, 0.0)
+PROFILES: dict[str, ScoreProfile] = {}
 
 
 @dataclass(slots=True)
@@ -129,7 +169,7 @@ class HybridRetriever:
                     "dense retrieval needs an embedder: open the knowledge base with one, "
                     "or search with mode='lexical'"
                 )
-            vector = self.embedder.embed([query])[0]
+            vector = embed_queries(self.embedder, [query])[0]
             ids, scores = view.dense.search(vector, c.candidates)
             dense_scores = dict(zip(ids.tolist(), scores.tolist(), strict=True))
             if alpha < 1.0:
@@ -148,7 +188,8 @@ class HybridRetriever:
         for row in lex_scores.keys() | dense_scores.keys():
             lex = lex_scores.get(row)
             dense = dense_scores.get(row)
-            score = (1 - alpha) * (lex or 0.0) + alpha * max(dense or 0.0, 0.0)
+            score = (1 - alpha) * (lex or 0.0) + alpha * (c.dense_score(dense)
+                                                          if dense is not None else 0.0)
             hits.append(_Hit(row, score, dense, lex))
         hits.sort(key=lambda h: (-h.score, h.row_id))
         return hits

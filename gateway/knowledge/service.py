@@ -75,6 +75,9 @@ class KnowledgeService:
         self._embed_limiter = anyio.CapacityLimiter(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.pool: Any = None
+        # each base is searched with the model it was built with: the default one, or
+        # another that a create or a rebuild named (loaded once, by the manifest's hint)
+        self._embedders: dict[str, Any] = {}
 
     async def start(self) -> None:
         import rag
@@ -85,8 +88,8 @@ class KnowledgeService:
             self.pool = IngestPool(self.config.ingest_workers,
                                    WorkerLimits(self.config.worker_memory_mb * MiB))
         path = self.config.embedding_model
-        self.embedder = await anyio.to_thread.run_sync(
-            lambda: rag.SentenceTransformerEmbedder(path))
+        self.embedder = await anyio.to_thread.run_sync(lambda: rag.load_embedder(path))
+        self._embedders[self.embedder.name] = self.embedder
         log.info("knowledge bases under %s, embedding model %s", self.root, self.embedder.name)
 
     async def embed(self, texts: list[str]) -> tuple[Any, list[int]]:
@@ -128,20 +131,51 @@ class KnowledgeService:
         """An opened base, refreshed if a newer version was published (worker thread)."""
         base = self._bases.get(name)
         if base is None or not base.path.exists():
-            base = self.store.open(name, self.embedder)
+            base = self.store.open(name, self._embedder_for(self.store.manifest(name)))
             self._bases[name] = base
         else:
-            base.refresh()
+            try:
+                base.refresh()
+            except Exception as exc:  # rebuilt elsewhere with another model: open anew
+                import rag
+
+                if not isinstance(exc, rag.EmbeddingMismatchError):
+                    raise
+                self._bases.pop(name, None)
+                return self._base(name)
         return base
 
+    def _embedder_for(self, manifest: Any) -> Any:
+        embedder = self._embedders.get(manifest.embedding_model)
+        if embedder is None:
+            embedder = self._load(manifest.embedding_path, "embedding_model")
+            self._embedders[embedder.name] = embedder
+        return embedder
+
+    @staticmethod
+    def _load(reference: str | None, param: str) -> Any:
+        import rag
+
+        try:
+            return rag.load_embedder(reference)
+        except (OSError, ValueError, RuntimeError) as exc:  # missing or not a model
+            raise BadRequestError(f"{param}: cannot load {reference!r}: "
+                                  f"{type(exc).__name__}", param=param,
+                                  code="invalid_value") from exc
+
     async def create(self, name: str, index_kind: str, chunk_size: int | None,
-                     chunk_overlap: int | None, ocr: str = "auto") -> dict[str, Any]:
+                     chunk_overlap: int | None, ocr: str = "auto",
+                     embedding_model: str | None = None) -> dict[str, Any]:
         import rag
 
         def create() -> Any:
             given: dict[str, Any] = {"size": chunk_size, "overlap": chunk_overlap}
             chunking = rag.ChunkingConfig(**{k: v for k, v in given.items() if v is not None})
-            return self.store.create(name, self.embedder, index_kind=index_kind,
+            embedder = self.embedder
+            if embedding_model is not None:
+                embedder = self._load(embedding_model, "embedding_model")
+                embedder = self._embedders.setdefault(embedder.name, embedder)
+            return self.store.create(name, embedder, index_kind=index_kind,
                                      chunking=chunking, ocr=ocr)
 
         base = await self._run(create, limiter=self._write_limiter)
@@ -259,27 +293,18 @@ class KnowledgeService:
         return list(await self._run(copy))
 
     async def rebuild(self, name: str, embedding_model: str | None) -> dict[str, Any]:
-        import rag
-
-        def load(path: str) -> Any:
-            try:
-                return rag.SentenceTransformerEmbedder(path)
-            except (OSError, ValueError, RuntimeError) as exc:  # missing or not a model
-                raise BadRequestError(f"embedding_model: cannot load {path!r}: "
-                                      f"{type(exc).__name__}", param="embedding_model",
-                                      code="invalid_value") from exc
-
         def rebuild() -> Any:
-            embedder = self.embedder if embedding_model is None else load(embedding_model)
+            if embedding_model is None:
+                embedder = self._embedder_for(self.store.manifest(name))
+            else:
+                embedder = self._load(embedding_model, "embedding_model")
+                embedder = self._embedders.setdefault(embedder.name, embedder)
             base = self.store.open(name)
             base.rebuild(embedder)
-            return self.store.open(name, embedder if embedder is self.embedder else None)
+            return self.store.open(name, embedder)
 
         base = await self._run(rebuild, limiter=self._write_limiter)
-        if embedding_model is None:
-            self._bases[name] = base
-        else:
-            self._bases.pop(name, None)
+        self._bases[name] = base
         return describe(base.manifest)
 
 

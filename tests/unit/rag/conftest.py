@@ -55,10 +55,11 @@ def kb(store: KnowledgeBaseStore, embedder: FakeEmbedder):
 BUNDLED_CJK_FONT = Path(__file__).resolve().parents[2] / "data" / "fonts" / "NotoSansSC-subset.otf"
 
 
-def find_cjk_font() -> Path | None:
+def find_cjk_font(bundled: bool = True) -> Path | None:
     """A font file with Chinese glyphs: the subset under tests/data (every character the
-    tests render), else fontconfig, else usual Debian paths."""
-    if BUNDLED_CJK_FONT.is_file():
+    tests render; ``bundled=False`` skips it, for any other text), else fontconfig, else
+    usual Debian paths."""
+    if bundled and BUNDLED_CJK_FONT.is_file():
         return BUNDLED_CJK_FONT
     candidates: list[Path] = []
     if shutil.which("fc-list"):

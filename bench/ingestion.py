@@ -1,0 +1,259 @@
+"""Ingestion end to end through the upload API, and what it does to chat meanwhile.
+
+    . .venv/bin/activate
+    python bench/ingestion.py                  # 50 PDFs, workers vs in-thread, ~5 minutes
+    python bench/ingestion.py --pdfs 20 --pages 3 --modes workers
+
+For each mode a fresh gateway (knowledge bases on, the bundled MiniLM, a fast fake chat
+backend) gets the same 50 generated text PDFs in one multipart upload; the clock runs from
+the upload until the job is done (every page searchable), so it is pages/s as an admin sees
+it. Meanwhile a client sends small streamed chat requests one after the other, and their
+p50 is set against the p50 of the same requests on the idle gateway, measured just before.
+
+- ``workers``: the default, parsing and embedding in worker processes (``rag.workers``);
+- ``thread``: ``knowledge.ingest_workers: 0``, everything in a thread of the API process
+  (how ingestion ran before).
+
+Then the parts, one core each, in this process: parse (load + clean + split, no
+embedding) in pages/s, embedding in chunks/s, and OCR in pages/s with its character
+accuracy on generated scans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.overhead import (  # noqa: E402
+    HOST,
+    Processes,
+    free_port,
+    ragate_argv,
+    start_backend,
+    wait_ready,
+)
+
+ADMIN = {"Authorization": "Bearer sk-bench-admin"}
+CHAT = {"model": "fake", "stream": True, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Say hello."}]}
+
+
+def text_pdfs(count: int, pages: int, seed: int = 1) -> list[tuple[str, bytes]]:
+    """``count`` PDFs of ``pages`` dense English pages (~2,500 characters each)."""
+    from fpdf import FPDF
+
+    rng = random.Random(seed)
+    words = [w.lower() for w in re.findall(r"[A-Za-z]{3,}", Path(__file__).read_text())]
+    out = []
+    for n in range(count):
+        pdf = FPDF()
+        pdf.set_font("helvetica", size=10)
+        for _ in range(pages):
+            pdf.add_page()
+            body = " ".join(rng.choice(words) for _ in range(400)).capitalize() + "."
+            pdf.multi_cell(0, 5, body)
+        out.append((f"report-{n:03d}.pdf", bytes(pdf.output())))
+    return out
+
+
+@contextlib.contextmanager
+def gateway(procs: Processes, work: Path, mode: str) -> Iterator[str]:
+    backend, backend_url = start_backend(procs, None)
+    config = work / f"ragate-{mode}.yaml"
+    knowledge = "{enabled: true" + (", ingest_workers: 0" if mode == "thread" else "") + "}"
+    config.write_text(
+        "local_backends: []\n"
+        f"server: {{log_level: warning, data_dir: \"{work / mode}\"}}\n"
+        f"knowledge: {knowledge}\n"
+        "auth:\n  keys:\n    - {key: sk-bench-admin, role: admin}\n"
+        "models:\n  - name: fake\n"
+        f"    backends: [{{url: \"{backend_url}\", kind: vllm, model: fake-upstream}}]\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGATE_")}
+    proc = procs.start(f"ragate-{mode}", [*ragate_argv(), "serve", "-c", str(config),
+                                          "--host", HOST, "--port", str(port), "--no-local"],
+                       cpus=None, env=env)
+    base = f"http://{HOST}:{port}"
+    try:
+        wait_ready(proc, base + "/ready", 120)
+        yield base
+    finally:
+        procs.stop(proc)
+        procs.stop(backend)
+
+
+def chat_once(client: httpx.Client) -> float:
+    started = time.perf_counter()
+    with client.stream("POST", "/v1/chat/completions", json=CHAT, headers=ADMIN) as r:
+        r.raise_for_status()
+        for _ in r.iter_bytes():
+            pass
+    return (time.perf_counter() - started) * 1000
+
+
+def chat_p50(client: httpx.Client, n: int) -> float:
+    for _ in range(10):
+        chat_once(client)
+    return statistics.median(chat_once(client) for _ in range(n))
+
+
+def run_mode(procs: Processes, work: Path, mode: str, pdfs: list[tuple[str, bytes]],
+             pages: int, chats: int) -> dict[str, Any]:
+    with gateway(procs, work, mode) as base, httpx.Client(base_url=base, timeout=600) as client:
+        idle = chat_p50(client, chats)
+        r = client.post("/v1/knowledge_bases", json={"name": "bench"}, headers=ADMIN)
+        r.raise_for_status()
+        busy: list[float] = []
+        stop = threading.Event()
+
+        def chatter() -> None:
+            with httpx.Client(base_url=base, timeout=60) as other:
+                while not stop.is_set():
+                    busy.append(chat_once(other))
+                    time.sleep(0.02)
+
+        thread = threading.Thread(target=chatter)
+        started = time.perf_counter()
+        thread.start()
+        files = [("files", (name, data, "application/pdf")) for name, data in pdfs]
+        r = client.post("/v1/knowledge_bases/bench/documents", files=files, headers=ADMIN)
+        r.raise_for_status()
+        job_id = r.json()["job_id"]
+        while True:
+            job = client.get(f"/v1/knowledge_bases/jobs/{job_id}", headers=ADMIN).json()
+            if job["status"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        thread.join()
+        if job["status"] != "done" or job["errors"]:
+            raise SystemExit(f"{mode}: ingestion failed: {job}")
+        during = statistics.median(busy) if busy else float("nan")
+        return {"mode": mode, "pages": job["pages_done"], "chunks": job["chunks_total"],
+                "seconds": elapsed, "pages_per_s": job["pages_done"] / elapsed,
+                "idle_p50": idle, "busy_p50": during, "chats": len(busy)}
+
+
+def parse_rate(pdfs: list[tuple[str, bytes]]) -> tuple[float, int, int]:
+    from rag.ingest import prepare_file
+    from rag.splitting import TextSplitter
+
+    splitter = TextSplitter()
+    started = time.perf_counter()
+    pages = chunks = 0
+    for name, data in pdfs:
+        prepared = prepare_file(data, name, splitter)
+        pages += prepared.pages
+        chunks += len(prepared.chunks)
+    return pages / (time.perf_counter() - started), pages, chunks
+
+
+def embed_rate(pdfs: list[tuple[str, bytes]]) -> float:
+    import torch
+
+    from rag.embeddings import SentenceTransformerEmbedder
+    from rag.ingest import prepare_file
+    from rag.splitting import TextSplitter
+
+    torch.set_num_threads(1)  # one core, as one worker has
+    texts = [c.text for name, data in pdfs[:4]
+             for c in prepare_file(data, name, TextSplitter()).chunks]
+    embedder = SentenceTransformerEmbedder(query_threads=None)
+    embedder.embed(texts[:32])
+    started = time.perf_counter()
+    embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def ocr_rate(pages: int) -> tuple[float, float] | None:
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    sys.path.insert(0, str(ROOT))
+    from rag import ocr
+    from rag.loaders import load_bytes
+    from tests.unit.rag.ocr_pages import ENGLISH, page_image, scanned_pdf
+
+    ocr.threads = 1
+    rng = random.Random(2)
+    words = [w.lower() for w in re.findall(r"[A-Za-z]{3,}", Path(__file__).read_text())]
+    truth, images = [], []
+    for _ in range(pages):
+        lines = [" ".join(rng.choice(words) for _ in range(6)).capitalize() + "."
+                 for _ in range(12)]
+        truth.append(lines)
+        images.append(page_image(lines))
+    load_bytes(scanned_pdf(page_image(ENGLISH)), "warm.pdf")
+    data = scanned_pdf(*images)
+    started = time.perf_counter()
+    documents = load_bytes(data, "scans.pdf")
+    rate = pages / (time.perf_counter() - started)
+    by_page = {d.page: d.text for d in documents}
+    scores = [difflib.SequenceMatcher(None, " ".join(lines),
+                                      " ".join(by_page.get(i + 1, "").split())).ratio()
+              for i, lines in enumerate(truth)]
+    return rate, statistics.mean(scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pdfs", type=int, default=50)
+    parser.add_argument("--pages", type=int, default=4, help="pages per PDF")
+    parser.add_argument("--chats", type=int, default=200, help="idle chat requests")
+    parser.add_argument("--modes", nargs="+", default=["workers", "thread"],
+                        choices=["workers", "thread"])
+    parser.add_argument("--ocr-pages", type=int, default=6)
+    args = parser.parse_args()
+    pdfs = text_pdfs(args.pdfs, args.pages)
+    print(f"# {args.pdfs} PDFs x {args.pages} pages, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ragate-ingest-") as tmp:
+        procs = Processes(Path(tmp))
+        try:
+            for mode in args.modes:
+                result = run_mode(procs, Path(tmp), mode, pdfs, args.pages, args.chats)
+                print(f"  {mode}: {result}", file=sys.stderr, flush=True)
+                results.append(result)
+        finally:
+            procs.stop_all()
+    print("\n| ingestion | pages | chunks | upload → searchable s | pages/s | chat p50 idle ms "
+          "| chat p50 during ms | chat slowdown |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['mode']} | {r['pages']} | {r['chunks']} | {r['seconds']:.1f} | "
+              f"{r['pages_per_s']:.1f} | {r['idle_p50']:.2f} | {r['busy_p50']:.2f} | "
+              f"{100 * (r['busy_p50'] / r['idle_p50'] - 1):+.0f} % |")
+    parse, pages, chunks = parse_rate(pdfs[:10])
+    embed = embed_rate(pdfs)
+    print("\n| part (one core) | rate |\n|---|---:|")
+    print(f"| parse: load + clean + split | {parse:.1f} pages/s ({chunks / pages:.1f} chunks "
+          "per page) |")
+    print(f"| embed: all-MiniLM-L6-v2, torch, 1 thread | {embed:.1f} chunks/s "
+          f"(= {embed / (chunks / pages):.1f} pages/s) |")
+    measured = ocr_rate(args.ocr_pages) if args.ocr_pages else None
+    if measured:
+        print(f"| OCR: RapidOCR PP-OCRv4, 1 thread, A4 at 200 dpi | {measured[0]:.2f} pages/s "
+              f"(character accuracy {100 * measured[1]:.1f} %) |")
+
+
+if __name__ == "__main__":
+    main()
