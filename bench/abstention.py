@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import statistics
 import sys
 import tempfile
@@ -158,10 +159,10 @@ def recall(ranked: list[Ranked], weight: float, lo: float, hi: float, k: int,
     return hits / len(ranked)
 
 
-def abstains(ranked: list[Ranked], weight_of, lo: float, hi: float, threshold: float) -> float:
+def abstains(ranked: list[Ranked], weight_of, scale_of, threshold: float) -> float:
     quiet = 0
     for r in ranked:
-        scores = fused(r, weight_of(r), lo, hi)
+        scores = fused(r, weight_of(r), *scale_of(r))
         quiet += not scores or scores[0][0] < threshold
     return quiet / len(ranked)
 
@@ -169,81 +170,122 @@ def abstains(ranked: list[Ranked], weight_of, lo: float, hi: float, threshold: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", nargs="+", default=list(EMBEDDERS), choices=EMBEDDERS)
+    parser.add_argument("--cache", type=Path, help="keep the ranked candidates here, and "
+                        "reuse them on the next run (to refit without ranking again)")
     args = parser.parse_args()
     data = datasets()
     fitted = {}
     with tempfile.TemporaryDirectory(prefix="ragate-abstain-") as tmp:
         work = Path(tmp)
         for label in args.embedders:
-            embedder = load_embedder(EMBEDDERS[label])
-            store = KnowledgeBaseStore(work / label / "kbs")
-            (work / label).mkdir(exist_ok=True)
-            cmrc, rate_zh = build(store, "cmrc", embedder, data["cmrc_docs"], work / label)
-            alpaca, rate_en = build(store, "alpaca", embedder, data["alpaca_docs"], work / label)
-            answers = dict(data["cmrc_in"])
-            sources = dict(data["alpaca_in"])
-            started = time.perf_counter()
-            sets = {
-                "cmrc_in": rank_all(cmrc, list(answers), gold_by_answer(answers)),
-                "alpaca_in": rank_all(alpaca, list(sources), gold_by_source(sources)),
-                "cmrc_off": rank_all(cmrc, data["cmrc_off"], no_gold),
-                "alpaca_off": rank_all(alpaca, data["alpaca_off"], no_gold),
-                "easy_zh": rank_all(cmrc, data["easy_zh"], no_gold),
-                "easy_en": rank_all(cmrc, data["easy_en"], no_gold),
-            }
-            queries = sum(len(v) for v in sets.values())
-            per_query = 1000 * (time.perf_counter() - started) / queries
-            unrelated = [max(c[2] for c in r.candidates) for r in sets["easy_zh"]
-                         + sets["easy_en"] if r.candidates]
-            answered = [max(c[2] for c in r.candidates if c[0] in r.gold)
-                        for r in sets["cmrc_in"] + sets["alpaca_in"] if r.gold]
-            lo, hi = statistics.median(unrelated), statistics.median(answered)
-            rows, weights = [], {}
-            for lang, key in (("zh", "cmrc_in"), ("en", "alpaca_in")):
+            cached = args.cache / f"{label}.pickle" if args.cache else None
+            if cached is not None and cached.exists():  # refit without ranking again
+                name, sets, rate_zh, rate_en, per_query = pickle.loads(cached.read_bytes())
+            else:
+                embedder = load_embedder(EMBEDDERS[label])
+                name = embedder.name
+                store = KnowledgeBaseStore(work / label / "kbs")
+                (work / label).mkdir(exist_ok=True)
+                cmrc, rate_zh = build(store, "cmrc", embedder, data["cmrc_docs"], work / label)
+                alpaca, rate_en = build(store, "alpaca", embedder, data["alpaca_docs"],
+                                        work / label)
+                answers = dict(data["cmrc_in"])
+                sources = dict(data["alpaca_in"])
+                started = time.perf_counter()
+                sets = {
+                    "cmrc_in": rank_all(cmrc, list(answers), gold_by_answer(answers)),
+                    "alpaca_in": rank_all(alpaca, list(sources), gold_by_source(sources)),
+                    "cmrc_off": rank_all(cmrc, data["cmrc_off"], no_gold),
+                    "alpaca_off": rank_all(alpaca, data["alpaca_off"], no_gold),
+                    "easy_zh": rank_all(cmrc, data["easy_zh"], no_gold),
+                    "easy_en": rank_all(cmrc, data["easy_en"], no_gold),
+                }
+                queries = sum(len(v) for v in sets.values())
+                per_query = 1000 * (time.perf_counter() - started) / queries
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_bytes(pickle.dumps((name, sets, rate_zh, rate_en, per_query)))
+            # per script: an English-only model's cosines between Chinese texts are all
+            # high, so one scale for both would be meaningless
+            scales, rows, weights = {}, [], {}
+            for lang, key, unrelated_key in (("zh", "cmrc_in", "easy_zh"),
+                                             ("en", "alpaca_in", "alpaca_off")):
+                unrelated = [max(c[2] for c in r.candidates) for r in sets[unrelated_key]
+                             if r.candidates]
+                answered = [max(c[2] for c in r.candidates if c[0] in r.gold)
+                            for r in sets[key] if r.gold]
+                lo, hi = statistics.median(unrelated), statistics.median(answered)
+                if hi <= lo:  # the model cannot tell them apart: the scale is moot
+                    lo, hi = 0.0, 1.0
+                scales[lang] = (lo, hi)
                 scored = {w: (recall(sets[key], w, lo, hi, 1), recall(sets[key], w, lo, hi, 5))
                           for w in WEIGHTS}
                 weights[lang] = max(WEIGHTS, key=lambda w: (scored[w], -w))
-                for w in (0.0, 1.0, weights[lang]):
+                for w in dict.fromkeys((0.0, 1.0, weights[lang])):
                     r1, r5 = scored[w]
                     what = {0.0: "BM25 only", 1.0: "dense only"}.get(w, "fused (fitted)")
-                    rows.append([label, lang, what, w, f"{r1:.3f}", f"{r5:.3f}"])
-            table(f"{label}: retrieval on the in-base sets (dense scale lo={lo:.3f}, "
-                  f"hi={hi:.3f})", ["embedder", "set", "retriever", "dense weight", "R@1",
-                                     "R@5"], rows)
+                    rows.append([label, lang, f"{lo:.3f} .. {hi:.3f}", what, w, f"{r1:.3f}",
+                                 f"{r5:.3f}"])
+            table(f"{label}: retrieval on the in-base sets", ["embedder", "set", "dense scale",
+                  "retriever", "dense weight", "R@1", "R@5"], rows)
 
             def weight_of(r: Ranked, weights: dict[str, float] = weights) -> float:
                 return weights["zh"] if r.cjk else weights["en"]
 
-            base_r5 = {key: recall(sets[key], weight_of(sets[key][0]), lo, hi, 5)
-                       for key in ("cmrc_in", "alpaca_in")}
-            curve, chosen = [], 0.0
-            for step in range(0, 101):
-                t = step / 100
-                r5 = {key: recall(sets[key], weight_of(sets[key][0]), lo, hi, 5, t)
-                      for key in base_r5}
-                if all(base_r5[k] - r5[k] <= 0.01 for k in base_r5):
-                    chosen = t
-                if step % 5 == 0 or t == chosen:
-                    curve.append((t, r5))
+            def scale_of(r: Ranked, scales: dict = scales) -> tuple[float, float]:
+                return scales["zh"] if r.cjk else scales["en"]
+
+            # per language: the highest threshold that costs in-base R@5 at most one point
+            chosen = {}
+            for lang, key in (("zh", "cmrc_in"), ("en", "alpaca_in")):
+                w, (lo, hi) = weights[lang], scales[lang]
+                base = recall(sets[key], w, lo, hi, 5)
+                chosen[lang] = max(t / 100 for t in range(101)
+                                   if base - recall(sets[key], w, lo, hi, 5, t / 100) <= 0.01)
             rows = []
-            for t, r5 in sorted({t: r5 for t, r5 in curve}.items()):
-                off = {k: abstains(sets[k], weight_of, lo, hi, t)
+            steps = sorted({*(t / 20 for t in range(21)), *chosen.values()})
+            for t in steps:
+                r5 = {key: recall(sets[key], weight_of(sets[key][0]), *scale_of(sets[key][0]),
+                                  5, t) for key in ("cmrc_in", "alpaca_in")}
+                off = {k: abstains(sets[k], weight_of, scale_of, t)
                        for k in ("easy_zh", "easy_en", "cmrc_off", "alpaca_off")}
-                mark = " ←" if t == chosen else ""
+                mark = "".join(f" ← {lang}" for lang, c in chosen.items() if c == t)
                 rows.append([f"{t:.2f}{mark}", f"{r5['cmrc_in']:.3f}", f"{r5['alpaca_in']:.3f}",
                              *(f"{100 * off[k]:.0f} %" for k in off)])
             table(f"{label}: threshold against recall (← the highest costing ≤ 1 point of "
-                  "R@5)", ["threshold", "R@5 zh", "R@5 en", "easy off-topic zh",
-                           "easy off-topic en", "hard off-topic zh", "hard off-topic en"], rows)
-            fitted[label] = {"name": embedder.name, "lo": round(lo, 3), "hi": round(hi, 3),
+                  "R@5, per language)", ["threshold", "R@5 zh", "R@5 en", "easy off-topic zh",
+                                         "easy off-topic en", "hard off-topic zh",
+                                         "hard off-topic en"], rows)
+
+            def threshold_of(r: Ranked, chosen: dict[str, float] = chosen) -> float:
+                return chosen["zh"] if r.cjk else chosen["en"]
+
+            def quiet(key: str, sets: dict[str, list[Ranked]] = sets) -> float:
+                silent = 0
+                for r in sets[key]:
+                    scores = fused(r, weight_of(r), *scale_of(r))
+                    silent += not scores or scores[0][0] < threshold_of(r)
+                return 100 * silent / len(sets[key])
+
+            table(f"{label}: with the fitted thresholds (zh {chosen['zh']:.2f}, "
+                  f"en {chosen['en']:.2f})", ["easy off-topic zh", "easy off-topic en",
+                                              "hard off-topic zh", "hard off-topic en"],
+                  [[f"{quiet(k):.0f} %" for k in ("easy_zh", "easy_en", "cmrc_off",
+                                                  "alpaca_off")]])
+            fitted[label] = {"name": name,
+                             "scale_cjk": [round(x, 3) for x in scales["zh"]],
+                             "scale_latin": [round(x, 3) for x in scales["en"]],
                              "dense_weight_cjk": weights["zh"],
-                             "dense_weight_latin": weights["en"], "threshold": chosen,
+                             "dense_weight_latin": weights["en"],
+                             "threshold_cjk": chosen["zh"], "threshold_latin": chosen["en"],
                              "embed_chunks_per_s": round((rate_zh + rate_en) / 2, 1),
                              "query_ms": round(per_query, 1)}
-    table("fitted profiles (rag/retrieval.py PROFILES)", ["embedder", "lo", "hi",
-          "dense weight zh", "dense weight en", "threshold", "ingest chunks/s", "rank ms/query"],
-          [[v["name"], v["lo"], v["hi"], v["dense_weight_cjk"], v["dense_weight_latin"],
-            v["threshold"], v["embed_chunks_per_s"], v["query_ms"]] for v in fitted.values()])
+    table("fitted profiles (rag/retrieval.py PROFILES)", ["embedder", "scale zh", "scale en",
+          "dense weight zh", "dense weight en", "threshold zh", "threshold en",
+          "ingest chunks/s", "rank ms/query"],
+          [[v["name"], v["scale_cjk"], v["scale_latin"], v["dense_weight_cjk"],
+            v["dense_weight_latin"], v["threshold_cjk"], v["threshold_latin"],
+            v["embed_chunks_per_s"], v["query_ms"]] for v in fitted.values()])
     print("\n" + json.dumps(fitted, indent=2))
 
 

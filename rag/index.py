@@ -258,7 +258,13 @@ class LexicalIndex:
         return math.log(1 + (n - df + 0.5) / (df + 0.5)) if df else 0.0
 
     def normaliser(self, query_tokens: Sequence[str]) -> float:
-        return sum(self.idf(t) for t in set(query_tokens))
+        """What a chunk that matched every query term once would score: the idf of each
+        term, and for a term no chunk holds the idf it would have in one chunk. Charging
+        unseen terms is what lets the score say a question is not about this base: a
+        question that shares one common word with it scores low, not 1."""
+        n = len(self.ids)
+        unseen = math.log(1 + (n - 0.5) / 1.5) if n else 0.0
+        return sum(self.idf(t) or unseen for t in set(query_tokens))
 
     def scores(self, query_tokens: Sequence[str]) -> np.ndarray:
         """BM25 score of every indexed chunk, aligned with ``self.ids``."""

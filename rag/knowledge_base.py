@@ -174,6 +174,8 @@ class KnowledgeBase:
         """Passages for ``query``; keyword overrides replace RetrievalConfig fields (None
         keeps the base's default)."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        if "score_threshold" in given:  # one threshold given: it holds for every language
+            given.setdefault("threshold_cjk", None)
         return HybridRetriever(self._snapshot, self.embedder, self.retrieval).retrieve(
             query, **given
         )

