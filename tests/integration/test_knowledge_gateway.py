@@ -224,6 +224,26 @@ def test_chat_reply_carries_sources_from_the_right_document(gateway: GatewayProc
         assert not chunks[-1].choices, "the sources event is the last before [DONE]"
 
 
+def test_an_off_topic_question_gets_no_passage_and_nothing_is_injected(
+        gateway: GatewayProcess, knowledge_base: str) -> None:
+    options = {"ragate": {"knowledge_base": "town"}}  # the fitted threshold, by default
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-kb-chat",
+                       max_retries=0, timeout=120) as client:
+        for question in ("Explain the theory of general relativity in simple terms.",
+                         "请用三句话介绍一下量子计算。"):
+            reply = client.chat.completions.create(
+                model="smollm2", messages=[{"role": "user", "content": question}],
+                max_tokens=8, temperature=0, extra_body=options)
+            assert reply.model_extra["ragate"]["sources"] == [], question
+            # nothing was injected: the prompt is the question and its template alone
+            assert reply.usage.prompt_tokens < 60, reply.usage
+        strict = client.chat.completions.create(
+            model="smollm2", max_tokens=8, temperature=0,
+            messages=[{"role": "user", "content": "Who built the Brightwater lighthouse?"}],
+            extra_body={"ragate": {"knowledge_base": "town", "score_threshold": 0.99}})
+        assert strict.model_extra["ragate"]["sources"] == [], "a given threshold wins"
+
+
 def test_conversation_names_its_knowledge_base(gateway: GatewayProcess,
                                                knowledge_base: str) -> None:
     with httpx.Client(base_url=gateway.url, timeout=120, headers=CHAT) as client:
