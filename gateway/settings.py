@@ -140,6 +140,9 @@ class KnowledgeConfig(_Strict):
                                        "0: in a thread of the API process")
     worker_memory_mb: int = Field(default=2048, ge=128, description="Each ingestion "
                                   "worker's data-segment limit: a file needing more fails alone")
+    warm_workers: bool = Field(default=True, description="Start the ingestion workers "
+                               "with the gateway, each loading the default embedding model, "
+                               "so the first upload does not wait for them (about 0.7 GB each)")
     system_template: str | None = Field(default=None, description="{context} placeholder")
     turn_template: str | None = Field(default=None, description="{context} and {question}")
 

@@ -327,6 +327,8 @@ class IngestJob:
                 yield index, prepare_file(path.read_bytes(), source, splitter, options), None
             except LoaderError as exc:
                 yield index, None, exc.reason
+            except MemoryError:
+                yield index, None, "needs more memory than this process could get"
             except OSError as exc:
                 yield index, None, f"cannot open file ({exc.strerror or exc})"
 

@@ -202,6 +202,9 @@ class KnowledgeBase:
         embedder = self._require_embedder()
         added, replaced, unchanged, duplicates = [], [], [], {}
         with self._writing() as draft:
+            # a rebuild with another model may have landed since this base was opened:
+            # its vectors must never be mixed with this embedder's (both may be 384-d)
+            self._check_embedder(embedder, draft.base.manifest)
             db, dense = draft.db, draft.dense
             plan: list[PreparedFile] = []
             by_hash = {h: s for s, h in db.execute("SELECT source, content_hash FROM documents")}

@@ -84,9 +84,12 @@ def default_workers() -> int:
 class IngestPool:
     """A pool of ingestion workers, started on first use and reused across jobs."""
 
-    def __init__(self, workers: int | None = None, limits: WorkerLimits | None = None) -> None:
+    def __init__(self, workers: int | None = None, limits: WorkerLimits | None = None,
+                 warm: EmbedderSpec | None = None) -> None:
+        """``warm``: an embedder each worker loads as it starts (see ``start``)."""
         self.workers = workers or default_workers()
         self.limits = limits or WorkerLimits()
+        self.warm = warm
         self._context = get_context("spawn")  # never fork a process that runs threads
         self._queue: Any = None
         self._executor: ProcessPoolExecutor | None = None
@@ -96,8 +99,16 @@ class IngestPool:
             self._queue = self._context.Queue()
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=self._context, initializer=_start_worker,
-                initargs=(self.limits, self._queue))
+                initargs=(self.limits, self._queue, self.warm))
         return self._executor
+
+    def start(self) -> None:
+        """Start every worker now, without waiting: each loads ``warm`` meanwhile, so the
+        first upload does not pay the seconds a worker takes to start and load a model
+        (the executor starts a process per task while none is idle)."""
+        pool = self._pool()
+        for _ in range(self.workers):
+            pool.submit(_ready)
 
     def _reset(self) -> None:
         if self._executor is not None:
@@ -142,6 +153,8 @@ class IngestPool:
                 self._reset()
                 yield _failed(task, "the worker reading this file died (it may need more "
                                     "memory than the worker's limit, or crash a parser)")
+            except Exception as exc:  # a result that cannot come back (pickling)
+                yield _failed(task, f"worker error ({type(exc).__name__}: {exc})")
         self._drain(on_message)
 
     def _drain(self, on_message: Callable[[Message], None] | None) -> None:
@@ -163,7 +176,12 @@ def _failed(task: FileTask, reason: str) -> FileOutcome:
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(limits: WorkerLimits, messages: Any) -> None:
+def _ready() -> None:
+    """A task that does nothing: it makes the executor start a worker."""
+
+
+def _start_worker(limits: WorkerLimits, messages: Any, warm: EmbedderSpec | None = None
+                  ) -> None:
     # one core per worker: the pool is sized to the cores, and torch's or OpenMP's own
     # threads would only fight each other and the API process
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -191,6 +209,11 @@ def _start_worker(limits: WorkerLimits, messages: Any) -> None:
     # the queue's feeder thread starts on the first put: start it now, while memory is
     # plentiful (a thread that cannot get its stack under the limit later hangs the put)
     messages.put(("", -1, "ready", 0))
+    if warm is not None:
+        try:
+            _embedder(warm)
+        except Exception:  # the first file that needs it will say why
+            pass
 
 
 def _say(task: FileTask, stage: str, pages: int = 0) -> None:

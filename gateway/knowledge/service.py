@@ -90,6 +90,9 @@ class KnowledgeService:
         path = self.config.embedding_model
         self.embedder = await anyio.to_thread.run_sync(lambda: rag.load_embedder(path))
         self._embedders[self.embedder.name] = self.embedder
+        if self.pool is not None and self.config.warm_workers:
+            self.pool.warm = getattr(self.embedder, "spec", None)
+            await anyio.to_thread.run_sync(self.pool.start)  # spawning takes a moment
         log.info("knowledge bases under %s, embedding model %s", self.root, self.embedder.name)
 
     async def embed(self, texts: list[str]) -> tuple[Any, list[int]]:

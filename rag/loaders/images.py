@@ -33,6 +33,9 @@ def load_image(data: bytes, source: str, content_hash: str,
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
             if number > MAX_FRAMES:
                 break
+            if frame.width * frame.height > ocr.MAX_IMAGE_PIXELS:  # each frame, undecoded
+                raise LoaderError(source, f"page {number} is {frame.width}x{frame.height} "
+                                          "pixels: refused as a decompression bomb")
             frame = frame.convert("RGB")
             side = max(frame.width, frame.height)
             if side > ocr.MAX_SIDE_PX:

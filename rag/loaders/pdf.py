@@ -37,6 +37,7 @@ def load_pdf(data: bytes, source: str, content_hash: str,
     documents: list[Document] = []
     page_errors = 0
     scans = Scans(data, options)
+    no_ocr: OcrUnavailableError | None = None  # pages that needed it, without the extra
     try:
         with pdfplumber.open(io.BytesIO(data), laparams={}) as pdf:
             pages = pdf.pages
@@ -49,7 +50,9 @@ def load_pdf(data: bytes, source: str, content_hash: str,
                         text = scans.page(number - 1) or text
                     elif options.ocr == "always":
                         text = "\n\n".join([text, *scans.images(number - 1, page)])
-                except (OcrUnavailableError, MemoryError):
+                except OcrUnavailableError as exc:  # keep what the page's text layer has
+                    no_ocr = exc
+                except MemoryError:
                     raise
                 except Exception:  # one broken page must not lose the others
                     page_errors += 1
@@ -61,8 +64,6 @@ def load_pdf(data: bytes, source: str, content_hash: str,
                     documents.append(Document(text, meta))
     except LoaderError:
         raise
-    except OcrUnavailableError as exc:
-        raise LoaderError(source, f"scanned pages without text: {exc}") from exc
     except MemoryError:
         raise
     except Exception as exc:
@@ -70,6 +71,8 @@ def load_pdf(data: bytes, source: str, content_hash: str,
     finally:
         scans.close()
     if not documents:
+        if no_ocr is not None:
+            raise LoaderError(source, f"scanned pages without text: {no_ocr}")
         if page_errors:
             raise LoaderError(source, f"malformed PDF: none of its {page_errors} pages parse")
         if options.ocr == "never":

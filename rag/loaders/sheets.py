@@ -39,7 +39,8 @@ def load_xlsx(data: bytes, source: str, content_hash: str,
     documents = []
     try:
         for number, sheet in enumerate(book.worksheets, start=1):
-            table = render_table(_rows(sheet.iter_rows(values_only=True)))
+            rows = sheet.iter_rows(values_only=True, max_col=_MAX_COLUMNS)  # never pad wider
+            table = render_table(_rows(rows))
             if table:
                 meta = DocumentMetadata(source, content_hash, number, {"sheet": sheet.title})
                 documents.append(Document(f"{sheet.title}\n\n{table}", meta))

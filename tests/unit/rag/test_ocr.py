@@ -87,3 +87,26 @@ def test_scans_are_searchable_after_ingestion_with_ocr_progress(kb, tmp_path):
     assert hit.source == "contract.pdf" and hit.page == 1
     [hit] = kb.search("备用电池", mode="lexical", top_k=1)
     assert hit.page == 2
+
+
+def test_without_the_ocr_extra_text_pages_are_kept(monkeypatch):
+    from rag import ocr
+
+    def missing(image):
+        raise ocr.OcrUnavailableError(ocr.INSTALL_HINT)
+
+    monkeypatch.setattr(ocr, "read_image", missing)
+    import io
+
+    from fpdf import FPDF
+
+    pdf = FPDF()  # a text page, then a scanned one
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.multi_cell(0, 7, "The first page has text about forklift maintenance. " * 3)
+    pdf.add_page()
+    pdf.image(io.BytesIO(png(page_image(ENGLISH))), x=0, y=0, w=210, h=297)
+    [kept] = load_bytes(bytes(pdf.output()), "half-scanned.pdf")
+    assert kept.page == 1 and "forklift maintenance" in kept.text
+    with pytest.raises(LoaderError, match="ragate\\[ocr\\]"):
+        load_bytes(scanned_pdf(page_image(ENGLISH)), "scan.pdf")
