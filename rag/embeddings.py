@@ -149,7 +149,7 @@ class SentenceTransformerEmbedder:
             if onnx_encoder.eligible(self.path):
                 try:
                     self._onnx = onnx_encoder.OnnxEncoder(
-                        self.path, int(self._model.max_seq_length), onnx_threads)
+                        self.path, int(self._model.max_seq_length or 512), onnx_threads)
                 except Exception as exc:  # an export that fails leaves torch in charge
                     if backend == "onnx":
                         raise
