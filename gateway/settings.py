@@ -142,7 +142,7 @@ class KnowledgeConfig(_Strict):
                                   "worker's data-segment limit: a file needing more fails alone")
     warm_workers: bool = Field(default=True, description="Start the ingestion workers "
                                "with the gateway, each loading the default embedding model, "
-                               "so the first upload does not wait for them (about 0.7 GB each)")
+                               "so the first upload does not wait for them (about 0.63 GB each)")
     system_template: str | None = Field(default=None, description="{context} placeholder")
     turn_template: str | None = Field(default=None, description="{context} and {question}")
 

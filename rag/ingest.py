@@ -117,6 +117,24 @@ def prepare_file(data: bytes, source: str, splitter: TextSplitter,
     return PreparedFile(source, digest, len(documents), chunks, metadata)
 
 
+def prepare_path(path: str | Path, source: str, splitter: TextSplitter,
+                 options: LoadOptions = DEFAULT_OPTIONS, *,
+                 memory: str = "needs more memory than this process could get"
+                 ) -> tuple[PreparedFile | None, str | None]:
+    """``prepare_file`` on a file on disk, with every failure turned into that file's
+    reason (``memory``: what a MemoryError says), so that one file never fails a job."""
+    try:
+        return prepare_file(Path(path).read_bytes(), source, splitter, options), None
+    except LoaderError as exc:
+        return None, exc.reason
+    except MemoryError:
+        return None, memory
+    except OSError as exc:
+        return None, f"cannot open file ({exc.strerror or exc})"
+    except Exception as exc:  # a cleaning or splitting bug on hostile input: this file only
+        return None, f"cannot read file ({type(exc).__name__}: {exc})"
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -322,15 +340,8 @@ class IngestJob:
             def read(pages: int, index: int = index) -> None:
                 self._set_file(on_progress, index, stage=FileStage.OCR, pages=pages)
 
-            options = LoadOptions(kb.manifest.ocr, read)
-            try:
-                yield index, prepare_file(path.read_bytes(), source, splitter, options), None
-            except LoaderError as exc:
-                yield index, None, exc.reason
-            except MemoryError:
-                yield index, None, "needs more memory than this process could get"
-            except OSError as exc:
-                yield index, None, f"cannot open file ({exc.strerror or exc})"
+            yield index, *prepare_path(path, source, splitter,
+                                       LoadOptions(kb.manifest.ocr, read))
 
     def _in_pool(self, kb: KnowledgeBase, todo: list[int], pool: IngestPool,
                  on_progress: ProgressCallback | None

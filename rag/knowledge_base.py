@@ -68,6 +68,17 @@ _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 EMBED_BATCH = 64
 
 
+def splitter_for(chunking: ChunkingConfig, embedder: Embedder | None) -> TextSplitter:
+    """The splitter for ``chunking``; token units count ``embedder``'s tokens."""
+    counter = None
+    if chunking.unit == "tokens":
+        counter = getattr(embedder, "count_tokens", None)
+        if counter is None:
+            raise EmbedderMissingError("token-sized chunks need an embedder with count_tokens")
+    return TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
+                        length_function=counter)
+
+
 def check_ocr_mode(mode: str) -> None:
     if mode not in OCR_MODES:
         raise ValueError(f"ocr must be one of {', '.join(OCR_MODES)}, got {mode!r}")
@@ -159,13 +170,7 @@ class KnowledgeBase:
 
     def splitter(self) -> TextSplitter:
         """The splitter this base was configured with (token units use the embedder's)."""
-        c = self.manifest.chunking
-        counter = None
-        if c.unit == "tokens":
-            counter = getattr(self.embedder, "count_tokens", None)
-            if counter is None:
-                raise EmbedderMissingError("token-sized chunks need an embedder with count_tokens")
-        return TextSplitter(c.size, c.overlap, unit=c.unit, length_function=counter)
+        return splitter_for(self.manifest.chunking, self.embedder)
 
     def retriever(self, config: RetrievalConfig | None = None, **kwargs) -> HybridRetriever:
         return HybridRetriever(self._snapshot, self.embedder, config or self.retrieval, **kwargs)

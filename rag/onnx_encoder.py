@@ -50,7 +50,9 @@ def cache_dir() -> Path:
 
 
 def onnx_path(model_path: Path) -> Path:
-    """Where the export of this folder lives: keyed by its weights, not its location."""
+    """Where the export of this folder lives: keyed by the folder's name and its files'
+    names and sizes (not their bytes: hashing 90 MB of weights at every start costs more
+    than it guards against), so a moved copy shares the export and a changed model not."""
     digest = hashlib.sha256()
     for name in sorted(p.name for p in model_path.iterdir() if p.is_file()):
         stat = (model_path / name).stat()

@@ -19,18 +19,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 
 from rag.embeddings import Embedder, EmbedderSpec
-from rag.errors import LoaderError
-from rag.knowledge_base import PreparedFile, lexical_tokens
+from rag.knowledge_base import PreparedFile, lexical_tokens, splitter_for
 from rag.loaders.base import LoadOptions
 from rag.snapshot import ChunkingConfig
-from rag.splitting import TextSplitter
 
 MiB = 1024 * 1024
 
@@ -235,48 +233,37 @@ def _embedder(spec: EmbedderSpec) -> Embedder:
     return embedders[spec]
 
 
-def _splitter(chunking: ChunkingConfig, embedder: Embedder | None) -> TextSplitter:
-    counter = getattr(embedder, "count_tokens", None) if chunking.unit == "tokens" else None
-    if chunking.unit == "tokens" and counter is None:
-        raise LoaderError("-", "token-sized chunks need the base's embedder in the worker")
-    return TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
-                        length_function=counter)
-
-
 def _work(task: FileTask) -> FileOutcome:
-    from rag.ingest import prepare_file
+    from rag.ingest import prepare_path
 
     started = time.perf_counter()
     _say(task, "parsing")
+    limit = _worker["limits"].memory_bytes
+    memory = f"needs more memory than an ingestion worker may use ({(limit or 0) // MiB} MiB)"
     try:
         embedder = _embedder(task.embedder) if task.embedder is not None else None
-        with open(task.path, "rb") as handle:
-            data = handle.read()
-        options = LoadOptions(task.ocr, lambda pages: _say(task, "ocr", pages))
-        prepared = prepare_file(data, task.source, _splitter(task.chunking, embedder), options)
-        del data
-        parsed = time.perf_counter()
+        splitter = splitter_for(task.chunking, embedder)
+    except Exception as exc:  # no model, or a base that counts tokens without one
+        return _outcome(task, None, f"cannot prepare the worker ({exc})", started)
+    options = LoadOptions(task.ocr, lambda pages: _say(task, "ocr", pages))
+    prepared, error = prepare_path(task.path, task.source, splitter, options, memory=memory)
+    if prepared is None:
+        return _outcome(task, None, error, started)
+    parsed = time.perf_counter()
+    try:
         vectors = None
         if embedder is not None and prepared.chunks:
             _say(task, "embedding", prepared.pages)
             vectors = np.ascontiguousarray(embedder.embed([c.text for c in prepared.chunks]),
                                            dtype=np.float32)
-        prepared = PreparedFile(prepared.source, prepared.content_hash, prepared.pages,
-                                prepared.chunks, prepared.metadata, vectors,
-                                lexical_tokens(prepared.chunks))
-    except LoaderError as exc:
-        return _outcome(task, None, exc.reason, started)
+        tokens = lexical_tokens(prepared.chunks)
     except MemoryError:
-        limit = _worker["limits"].memory_bytes
-        return _outcome(task, None, "needs more memory than an ingestion worker may use "
-                                    f"({(limit or 0) // MiB} MiB)", started)
-    except OSError as exc:
-        return _outcome(task, None, f"cannot open file ({exc.strerror or exc})", started)
-    except Exception as exc:  # a parser bug on hostile input fails this file only
-        return _outcome(task, None, f"cannot read file ({type(exc).__name__}: {exc})", started)
-    done = time.perf_counter()
+        return _outcome(task, None, memory, started)
+    except Exception as exc:  # the embedder failed on this file's chunks: this file only
+        return _outcome(task, None, f"cannot embed file ({type(exc).__name__}: {exc})", started)
+    prepared = replace(prepared, vectors=vectors, tokens=tokens)
     return FileOutcome(task.index, task.source, prepared, None, _peak_rss(),
-                       parse_s=parsed - started, embed_s=done - parsed)
+                       parse_s=parsed - started, embed_s=time.perf_counter() - parsed)
 
 
 def _outcome(task: FileTask, prepared: PreparedFile | None, error: str | None,
