@@ -14,7 +14,7 @@ SDIST  ?= $(HOME)/.cache/ragate/sdist
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 EXTRAS ?= local,rag,ocr,finetune,dev
 
-.PHONY: install run test lint unit integration clean
+.PHONY: install run test lint browser unit integration clean
 
 install: $(VENV)/.installed
 
@@ -38,11 +38,15 @@ lint: install
 	$(VENV)/bin/ruff check gateway rag finetune serving tests bench
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint browser
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || \
 		redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
 		--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the console's browser tests use Debian's chromium (Playwright's own download is not used)
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ from gateway.api import (
     health,
     keys,
     knowledge,
+    me,
     openai,
     usage,
 )
@@ -29,6 +30,7 @@ from gateway.backends import BackendPool
 from gateway.chat.pipeline import ChatPipeline
 from gateway.chat.summary import pool_completer
 from gateway.chat.upstream import Upstream
+from gateway.console import console_app
 from gateway.conversations.factory import open_store
 from gateway.conversations.service import ConversationService
 from gateway.errors import ConfigError, GatewayError, error_body, from_validation_errors
@@ -132,7 +134,9 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(usage.router)
+    app.include_router(me.router)
     app.include_router(health.router)
+    app.mount("/ui", console_app(), name="console")
     app.add_middleware(HotPathMiddleware, routes={
         "/v1/chat/completions": openai.chat_completions, "/v1/completions": openai.completions,
     })

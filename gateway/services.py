@@ -42,7 +42,12 @@ class Services:
     tenancy: Tenancy | None = None
 
     def finish(self, ctx: RequestContext) -> None:
-        """A request is over (the middleware calls this): settle its limits, record usage."""
+        """A request is over (the middleware calls this): settle its limits, record usage,
+        note the answering backend's time to first token."""
+        if ctx.ttft_s is not None and ctx.backend:
+            backend = self.pool.backends.get(ctx.backend)
+            if backend is not None:
+                backend.observe_ttft(ctx.ttft_s)
         if self.tenancy is not None:
             self.tenancy.finish(ctx)
 

@@ -523,6 +523,18 @@ class KnowledgeBaseInfo:
     chunks: int
     version: int
     updated_at: float
+    size_bytes: int = 0  # the live version's files on disk (database and indexes)
+
+
+def _live_size(folder: Path) -> int:
+    live = _read_current(folder)
+    if live is None:
+        return 0
+    try:
+        return sum(f.stat().st_size for f in (folder / SNAPSHOTS / live).iterdir()
+                   if f.is_file())
+    except OSError:  # replaced meanwhile: the next listing has it
+        return 0
 
 
 class KnowledgeBaseStore:
@@ -604,7 +616,7 @@ class KnowledgeBaseStore:
                 continue  # not a knowledge base, or one being deleted
             out.append(KnowledgeBaseInfo(folder.name, m.embedding_model, m.dimension,
                                          m.index_kind, m.documents, m.chunks, m.version,
-                                         m.updated_at))
+                                         m.updated_at, _live_size(folder)))
         return out
 
     def delete(self, name: str) -> None:

@@ -26,9 +26,11 @@ def _listing(services: Any) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {**b.describe(), "models": [
-                r.name for r in pool.models.values() if any(t.backend is b for t in r.targets)
-            ]}
+            {**b.describe(),
+             "models": [r.name for r in pool.models.values()
+                        if any(t.backend is b for t in r.targets)],
+             "adapters": sorted({t.lora for r in pool.models.values() for t in r.targets
+                                 if t.backend is b and t.lora})}
             for b in pool.backends.values()
         ],
     }

@@ -8,11 +8,16 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminPrincipal, ChatPrincipal, KbAdminPrincipal, ServicesDep
-from gateway.chat.context import Sources
+from gateway.chat.context import Sources, injected
 from gateway.errors import BadRequestError, NotFoundError
 from gateway.knowledge.service import KnowledgeService, knowledge_service
 from gateway.services import Services
-from gateway.tenants.grants import check_knowledge_base, check_manages, models_knowledge_bases
+from gateway.tenants.grants import (
+    check_knowledge_base,
+    check_manages,
+    model_route,
+    models_knowledge_bases,
+)
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge"])
 
@@ -47,6 +52,9 @@ class SearchRequest(BaseModel):
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
     score_threshold: float | None = Field(default=None, ge=0, description="Default: the "
                                           "threshold fitted for the base's embedder")
+    model: str | None = Field(default=None, max_length=256, description="Also answer "
+                              "``injected``: the block a chat request to this model would get "
+                              "for these passages, and its token count")
 
 
 class Rebuild(BaseModel):
@@ -145,7 +153,12 @@ async def search(name: str, body: SearchRequest, services: ServicesDep,
                          models_knowledge_bases(services.settings.models, principal))
     passages = await _knowledge(services).search(
         name, body.query, top_k=body.top_k, mode=body.mode, score_threshold=body.score_threshold)
-    return {"object": "list", "data": Sources(name, passages).to_api()}
+    sources = Sources(name, passages)
+    answer: dict[str, Any] = {"object": "list", "data": sources.to_api(scores=True)}
+    if body.model is not None:
+        model_route(services.pool, principal, body.model)  # the same 404 as chat's
+        answer["injected"] = await injected(services, body.model, sources, body.query)
+    return answer
 
 
 @router.post("/{name}/rebuild")

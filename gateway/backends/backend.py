@@ -55,6 +55,12 @@ class Backend:
         self.last_probe_at: float | None = None
         self.draining = False
         self.removed = False
+        self.ttft_s: float | None = None  # moving average of its recent replies' TTFT
+
+    def observe_ttft(self, seconds: float) -> None:
+        # an exponential average over about the last 20 replies: what the console shows
+        self.ttft_s = seconds if self.ttft_s is None else self.ttft_s + 0.1 * (
+            seconds - self.ttft_s)
 
     def routable(self) -> bool:
         return self.healthy and not self.draining and not self.removed and self.breaker.can_route()
@@ -97,6 +103,7 @@ class Backend:
             "kv_usage": self.kv_usage,
             "draining": self.draining,
             "last_error": self.last_error,
+            "ttft_ms": None if self.ttft_s is None else round(self.ttft_s * 1000, 1),
             "last_probe_age_s": (
                 round(time.monotonic() - self.last_probe_at, 3) if self.last_probe_at else None
             ),

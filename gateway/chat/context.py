@@ -33,12 +33,25 @@ class Sources:
     knowledge_base: str
     passages: Sequence[Any]  # rag.Passage
 
-    def to_api(self) -> list[dict[str, Any]]:
-        return [{
-            "knowledge_base": self.knowledge_base, "document": p.source, "page": p.page,
-            "chunk_id": p.chunk_id, "chunk_ids": list(p.chunk_ids), "score": round(p.score, 4),
-            "text": p.text,
-        } for p in self.passages]
+    def to_api(self, scores: bool = False) -> list[dict[str, Any]]:
+        """``scores``: the dense and lexical scores beside the fused one (search answers
+        them; chat replies keep to the fused score)."""
+        out = []
+        for p in self.passages:
+            source = {
+                "knowledge_base": self.knowledge_base, "document": p.source, "page": p.page,
+                "chunk_id": p.chunk_id, "chunk_ids": list(p.chunk_ids),
+                "score": round(p.score, 4), "text": p.text,
+            }
+            if scores:
+                source["dense_score"] = _rounded(p.dense_score)
+                source["lexical_score"] = _rounded(p.lexical_score)
+            out.append(source)
+        return out
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,23 @@ async def retrieve(knowledge: KnowledgeService | None, use: KnowledgeUse, query:
         kept = Sources(use.knowledge_base, retrieved.passages[:-1])
         retrieved = replace(retrieved, sources=kept)
     return retrieved
+
+
+async def injected(services: Any, model_name: str, sources: Sources, query: str
+                   ) -> dict[str, Any]:
+    """What a chat request to ``model_name`` would get for ``sources`` (the search
+    playground shows it): the block as chat renders it, where it goes, and its tokens."""
+    model = services.model_config(model_name)
+    config = services.settings.knowledge
+    mode = ContextMode(model.knowledge.mode)
+    template = (config.system_template or SYSTEM_TEMPLATE) if mode is ContextMode.SYSTEM \
+        else (config.turn_template or TURN_TEMPLATE)
+    retrieved = Retrieved(sources, mode, template, reserve_tokens(model.knowledge, None))
+    text = retrieved.block(query) if sources.passages else ""
+    counter = services.counter_for(model_name)
+    tokens = await counter.count_text(text) if text else 0
+    return {"model": model_name, "mode": mode.value, "text": text, "tokens": tokens,
+            "reserve_tokens": retrieved.reserve_tokens}
 
 
 def render_context(passages: Sequence[Any]) -> str:

@@ -189,7 +189,8 @@ class KnowledgeService:
         infos = await self._run(self.store.list)
         return [{"name": i.name, "embedding_model": i.embedding_model, "dimension": i.dimension,
                  "index_kind": i.index_kind, "documents": i.documents, "chunks": i.chunks,
-                 "version": i.version, "updated_at": int(i.updated_at)} for i in infos]
+                 "version": i.version, "updated_at": int(i.updated_at),
+                 "size_bytes": i.size_bytes} for i in infos]
 
     async def get(self, name: str) -> dict[str, Any]:
         base = await self._run(self._base, name)

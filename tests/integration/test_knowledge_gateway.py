@@ -104,6 +104,28 @@ def test_admin_api_lists_documents_and_searches(gateway: GatewayProcess,
         assert bad.status_code == 400
 
 
+def test_search_shows_each_score_and_what_chat_would_inject(gateway: GatewayProcess,
+                                                           knowledge_base: str) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        bases = client.get("/v1/knowledge_bases", headers=ADMIN).json()["data"]
+        assert bases[0]["size_bytes"] > 1000  # its database and indexes on disk
+        question = "When was the lighthouse built?"
+        answer = client.post("/v1/knowledge_bases/town/search", headers=ADMIN,
+                             json={"query": question, "model": "smollm2"}).json()
+        hit = answer["data"][0]
+        assert 0 < hit["dense_score"] <= 1 and hit["lexical_score"] > 0
+        injected = answer["injected"]
+        # the turn-mode block, as chat renders it: passages with their source, then the
+        # question, counted with the model's tokenizer
+        assert injected["mode"] == "turn" and injected["text"].endswith(question)
+        assert "[1] (lighthouse.pdf, page 1)" in injected["text"]
+        assert 40 < injected["tokens"] <= injected["reserve_tokens"]
+        # a model the key may not use answers as chat does: the same 404
+        other = client.post("/v1/knowledge_bases/town/search", headers=CHAT,
+                            json={"query": question, "model": "no-such-model"})
+        assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+
+
 def test_odd_uploads_fail_file_by_file_and_chunks_are_visible(
         gateway: GatewayProcess, knowledge_base: str) -> None:
     import io
