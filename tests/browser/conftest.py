@@ -17,7 +17,7 @@ CHROMIUM = os.environ.get("RAGATE_CHROMIUM") or shutil.which("chromium") or "/us
 ADMIN_KEY, CHAT_KEY, KB_KEY = "sk-ui-admin", "sk-ui-chat", "sk-ui-kb"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     (server,) = start_llama_servers(1)
     workdir = tmp_path_factory.mktemp("console")
@@ -45,7 +45,9 @@ def console_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# module scope, not session: sync Playwright runs an event loop in this thread while it is
+# open, and the async tests that come after it need the thread's loop to be free
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (`apt-get install chromium`; make test does)")

@@ -218,6 +218,17 @@ def test_keys_page_creates_a_key_shown_once(admin: Any, console_gateway: Gateway
     assert value not in row.inner_text()  # the list never shows the secret
     r = httpx.get(console_gateway.url + "/v1/me", headers={"Authorization": f"Bearer {value}"})
     assert r.status_code == 200 and r.json()["owner"] == "lobe-chat"
+    # grants and limits change in place
+    key_id = row.get_attribute("data-key")
+    row.locator("[data-testid=edit-key]").click()
+    admin.fill("[data-testid=key-bases]", "manuals")
+    admin.fill("[data-testid=limit-requests_per_minute]", "30")
+    admin.click("[data-testid=create-key]")
+    admin.wait_for_selector(f"[data-testid=keys] tr[data-key='{key_id}']:has-text('manuals')")
+    stored = httpx.get(f"{console_gateway.url}/admin/keys/{key_id}",
+                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert stored["knowledge_bases"] == ["manuals"]
+    assert stored["limits"] == {"requests_per_minute": 30} and stored["owner"] == "lobe-chat"
     shot(admin, shots, "keys")
 
 
