@@ -14,10 +14,10 @@ escape; the depth walk visits containers, never strings.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from gateway import wire
 from gateway.errors import BadRequestError
 
 MAX_DEPTH = 64  # OpenAI's own bodies nest about 8 deep (tool schemas a little more)
@@ -28,7 +28,7 @@ def parse_json_body(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     """The parsed body; ``BadRequestError`` for invalid JSON, lone surrogates and nesting
     deeper than ``max_depth``."""
     try:
-        data = json.loads(raw)
+        data = wire.loads(raw)
     except RecursionError as exc:
         raise BadRequestError(f"request body nests deeper than {max_depth} levels",
                               code="invalid_json") from exc

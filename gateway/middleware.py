@@ -38,14 +38,14 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        given_id, declared, content_type = _scan_headers(scope)
+        request_id = _request_id(given_id)
         ctx = RequestContext(request_id, scope["method"], scope["path"])
         scope.setdefault("state", {})["ctx"] = ctx
         header = (b"x-request-id", request_id.encode())
 
         # knowledge-base uploads may be far larger than any chat request
         limit = self.max_upload_bytes if _is_upload(scope) else self.max_body_bytes
-        declared = _content_length(scope)
         if declared is not None and declared > limit:
             await self._too_large(ctx, send, header, limit)
             return
@@ -84,7 +84,7 @@ class RequestMiddleware:
                 self._finish(ctx)
 
         app_receive: Receive = limited_receive
-        if _json_checked_here(scope):
+        if _json_checked_here(scope, content_type):
             try:
                 body = await _read_body(limited_receive)
                 parse_json_body(body)
@@ -143,13 +143,11 @@ class RequestMiddleware:
 _READS_ITS_OWN_JSON = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
 
-def _json_checked_here(scope: Scope) -> bool:
-    if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] in _READS_ITS_OWN_JSON:
+def _json_checked_here(scope: Scope, content_type: bytes | None) -> bool:
+    if (content_type is None or scope["method"] not in ("POST", "PUT", "PATCH")
+            or scope["path"] in _READS_ITS_OWN_JSON):
         return False
-    for name, value in scope.get("headers", []):
-        if name == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json"
-    return False
+    return content_type.split(b";")[0].strip().lower() == b"application/json"
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -203,22 +201,28 @@ _ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"
                      "/ready", "/metrics"})
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", []):
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _SAFE_ID.match(candidate):
-                return candidate
-    return uuid.uuid4().hex
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
+def _scan_headers(scope: Scope) -> tuple[bytes | None, int | None, bytes | None]:
+    """The first x-request-id, content-length and content-type, in one pass."""
+    request_id = length = content_type = None
+    for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+            if length is None:
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1  # unreadable: the body is counted as it arrives
+        elif name == b"content-type":
+            content_type = content_type or value
+        elif name == b"x-request-id":
+            request_id = request_id or value
+    return request_id, (None if length == -1 else length), content_type
+
+
+def _request_id(given: bytes | None) -> str:
+    if given is not None:
+        candidate = given.decode("latin-1")
+        if _SAFE_ID.match(candidate):
+            return candidate
+    return uuid.uuid4().hex
 
 

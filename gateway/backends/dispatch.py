@@ -9,7 +9,6 @@ A streamed reply is committed once its first chunk arrived; after that nothing i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -18,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from gateway import wire
 from gateway.backends.backend import Backend, Target
 from gateway.backends.pool import ModelRoute, views
 from gateway.backends.transport import (
@@ -151,7 +151,7 @@ async def _send(
     request_id: str | None = None,
 ) -> UpstreamReply:
     backend = target.backend
-    body = json.dumps({**payload, "model": target.request_model}, ensure_ascii=False).encode()
+    body = wire.dumps({**payload, "model": target.request_model})
     response: UpstreamResponse | None = None
     try:
         try:

@@ -277,9 +277,16 @@ class HttpxUpstream:
 def make_upstream(base_url: str, *, headers: Mapping[str, str], timeouts: Timeouts,
                   max_connections: int, keepalive_s: float,
                   transport: httpx.AsyncBaseTransport | None) -> Upstream:
+    """httpx over a test's transport; our HTTP/1.1 client for http:// (the common case:
+    engines on the cluster network); aiohttp for https://."""
     if transport is not None:
         return HttpxUpstream(base_url, headers=headers, timeouts=timeouts,
                              max_connections=max_connections, transport=transport,
                              keepalive_s=keepalive_s)
+    if base_url.startswith("http://"):
+        from gateway.backends.http1 import Http1Upstream  # it imports this module
+
+        return Http1Upstream(base_url, headers=headers, timeouts=timeouts,
+                             max_connections=max_connections, keepalive_s=keepalive_s)
     return AiohttpUpstream(base_url, headers=headers, timeouts=timeouts,
                            max_connections=max_connections, keepalive_s=keepalive_s)

@@ -171,7 +171,8 @@ class ChatPipeline:
         )
         if not body.stream:
             response, message = await relay_json(ctx, reply, self.metrics, hooks, out_headers)
-            await completed(message)
+            if completed is not None:
+                await completed(message)
             if turn is not None:
                 await turn.release()
             return response
@@ -279,9 +280,12 @@ class ChatPipeline:
         return out
 
     def _on_complete(self, model: ModelConfig, counter: MessageCounter, planned: Planned,
-                     turn: Turn | None) -> Callable[[dict[str, Any]], Awaitable[None]]:
+                     turn: Turn | None) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
         """Persist a finished reply: the prompt followed by the reply becomes the reference
-        for the next request's predicted reuse (backends cache what they generated)."""
+        for the next request's predicted reuse (backends cache what they generated).
+        None when there is nothing to keep (stateless, nothing counted)."""
+        if planned.fingerprint is None and turn is None:
+            return None
         async def completed(message: dict[str, Any]) -> None:
             if planned.fingerprint is not None:
                 entry = (message_hash(message), (await counter.count([message]))[0])

@@ -17,6 +17,7 @@ once, however the response ended.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ from typing import Any
 import anyio
 from starlette.responses import Response, StreamingResponse
 
+from gateway import wire
 from gateway.backends import UpstreamReply
 from gateway.backends.transport import TransportError, TransportTimeoutError
 from gateway.chat.conform import (
@@ -54,7 +56,7 @@ async def _nothing(*_: Any) -> None:
 class RelayHooks:
     # our count when the backend reports none: (reply text) -> usage
     count_usage: Callable[[str], Awaitable[Usage]]
-    on_complete: Callable[[Message], Awaitable[None]] = _nothing
+    on_complete: Callable[[Message], Awaitable[None]] | None = None  # None: nothing to keep
     on_interrupt: Callable[[Message], Awaitable[None]] = _nothing
     on_close: Callable[[], Awaitable[None]] = _nothing
     on_usage: Callable[[], None] = lambda: None  # usage known: routing feedback
@@ -71,7 +73,7 @@ async def relay_json(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics
                      hooks: RelayHooks, headers: dict[str, str]) -> tuple[Response, Message]:
     """The client's response and the assistant message (choice 0) it carries."""
     try:
-        body = json.loads(reply.body)
+        body = wire.loads(reply.body)
     except ValueError as exc:
         raise BadGatewayError(f"backend {ctx.backend} sent a reply that is not JSON") from exc
     if not isinstance(body, dict):
@@ -92,7 +94,7 @@ async def relay_json(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics
         body["ragate"] = hooks.extras
     ctx.ttft_s = ctx.elapsed()  # no stream: the first token arrives with the last
     metrics.ttft.labels(ctx.model, ctx.backend).observe(ctx.ttft_s)
-    response = Response(json.dumps(body, ensure_ascii=False), status_code=reply.status_code,
+    response = Response(wire.dumps(body), status_code=reply.status_code,
                         media_type="application/json", headers=headers)
     return response, message
 
@@ -134,30 +136,63 @@ def assistant_message(content: str | None, tool_calls: list[Message] | None) -> 
 
 class RelayResponse(StreamingResponse):
     """A stream that runs ``on_close`` however it ends: finished, failed, or never started
-    because the client left first (a generator that never ran has no ``finally``)."""
+    because the client left first (a generator that never ran has no ``finally``).
 
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]],
-                 **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._on_close = on_close
+    Its own send loop, for two costs Starlette's has per stream: a task group with a
+    cancel scope to notice a disconnect (here one plain task, which cancels the stream
+    only while it is still being sent), and a last empty body message (here the
+    relay's last bytes carry ``more_body: False``: ``SseRelay.ending``)."""
+
+    def __init__(self, relay: SseRelay, **kwargs: Any) -> None:
+        super().__init__(relay.events(), **kwargs)
+        self._relay = relay
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        sending = True
+        left = False
+
+        async def listen() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if sending:  # the stream is suspended at one of its awaits: cancel it there
+                left = True
+                assert task is not None
+                task.cancel()
+
+        listener = asyncio.ensure_future(listen())
         try:
-            await super().__call__(scope, receive, send)
+            await self._send_all(send)
+        except asyncio.CancelledError:
+            if not left:
+                raise
         finally:
+            sending = False
+            listener.cancel()
             with anyio.CancelScope(shield=True):
-                await self._on_close()
+                await self._relay.close()
+
+    async def _send_all(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        ended = False
+        async for chunk in self.body_iterator:
+            ended = self._relay.ending
+            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def relay_stream(ctx: RequestContext, reply: UpstreamReply, metrics: Metrics,
                  hooks: RelayHooks, headers: dict[str, str], *,
                  client_wants_usage: bool) -> Response:
     relay = SseRelay(ctx, reply, metrics, hooks, client_wants_usage)
-    return RelayResponse(relay.events(), relay.close, media_type="text/event-stream",
+    return RelayResponse(relay, media_type="text/event-stream",
                          headers={**SSE_HEADERS, **headers})
 
 
-def _split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
     """Complete SSE events (with their terminator) and the incomplete rest.
 
     sse-starlette (llama-cpp-python) ends events with CRLF CRLF, vLLM and SGLang with LF LF.
@@ -199,6 +234,7 @@ class SseRelay:
         self.completed = False  # on_complete ran: the turn is the backend's whole reply
         self.saw_done = False
         self.saw_finish = False
+        self.ending = False  # the bytes being yielded are the stream's last
         self.reply_id: str | None = None
         self.created: int | None = None
         self.conformer = StreamConformer()
@@ -217,49 +253,64 @@ class SseRelay:
                 ))
 
     async def events(self) -> AsyncIterator[bytes]:
+        tail: list[bytes] = []  # the last read's events go out with the closing chunks
         try:
-            async for event in self._backend_events():
-                out = self._inspect(event)
-                if out:
-                    yield out
+            async for events, last in self._backend_events():
+                # the events of one backend read go out in one write: they arrived
+                # together, and a write per event was the stream's largest cost
+                outs = [out for out in map(self._inspect, events) if out]
+                if last:
+                    self.saw_done = not self.enough  # else [DONE] came after our cut
+                    tail = outs
+                elif outs:
+                    yield outs[0] if len(outs) == 1 else b"".join(outs)
             if not (self.saw_finish or self.saw_done):
-                yield self._fail(BadGatewayError(
-                    f"backend {self.ctx.backend} closed the stream before it finished"))
+                yield self._last(b"".join([*tail, self._fail(BadGatewayError(
+                    f"backend {self.ctx.backend} closed the stream before it finished"))]))
                 return
             counted = await self._settle_usage()
             try:
-                await self.hooks.on_complete(self.deltas.message())
+                if self.hooks.on_complete is not None:  # else the reply is not parsed again
+                    await self.hooks.on_complete(self.deltas.message())
             except GatewayError as exc:
-                yield self._fail(exc)
+                yield self._last(b"".join([*tail, self._fail(exc)]))
                 return
             self.completed = True
             if self.hooks.extras:
                 # one extra chunk before [DONE], shaped like a chunk with no choices so
                 # OpenAI SDKs pass it through: {"ragate": {"sources": [...]}}
-                yield self._chunk({"ragate": self.hooks.extras})
+                tail.append(self._chunk({"ragate": self.hooks.extras}))
             if counted is not None and self.client_wants_usage:
-                yield self._chunk({"usage": counted.to_api()})
-            yield DONE
+                tail.append(self._chunk({"usage": counted.to_api()}))
+            tail.append(DONE)
+            yield self._last(b"".join(tail))
         except TransportTimeoutError as exc:
-            yield self._fail(UpstreamTimeoutError(
-                f"backend {self.ctx.backend} went silent mid-stream ({exc})"))
+            yield self._last(self._fail(UpstreamTimeoutError(
+                f"backend {self.ctx.backend} went silent mid-stream ({exc})")))
         except TransportError as exc:
-            yield self._fail(BadGatewayError(
-                f"backend {self.ctx.backend} failed mid-stream: {exc}"))
+            yield self._last(self._fail(BadGatewayError(
+                f"backend {self.ctx.backend} failed mid-stream: {exc}")))
 
-    async def _backend_events(self) -> AsyncIterator[bytes]:
-        """The backend's events up to (without) ``[DONE]``."""
+    def _last(self, data: bytes) -> bytes:
+        self.ending = True
+        return data
+
+    async def _backend_events(self) -> AsyncIterator[tuple[list[bytes], bool]]:
+        """The backend's events up to (without) ``[DONE]``, those of each read together,
+        and whether ``[DONE]`` ended them. ``_inspect`` sets ``enough`` (cut at the
+        client's limit): what follows in the read it drops itself; the rest is not read."""
         buffer, chunks = self.reply.body, self.reply.chunks
         assert chunks is not None
         while True:
-            events, buffer = _split_events(buffer)
-            for event in events:
+            events, buffer = split_events(buffer)
+            for i, event in enumerate(events):
                 if _data_of(event) == b"[DONE]":
-                    self.saw_done = True
+                    yield events[:i], True
                     return
-                yield event
+            if events:
+                yield events, False
                 if self.enough:
-                    return  # cut at the client's limit: the rest is not read
+                    return
             try:
                 buffer += await chunks.__anext__()
             except StopAsyncIteration:
@@ -299,7 +350,7 @@ class SseRelay:
             "chat.completion.chunk")
         chunk = {"id": self.reply_id, "object": kind,
                  "created": self.created, "model": self.ctx.model, "choices": [], **fields}
-        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+        return b"data: " + wire.dumps(chunk) + b"\n\n"
 
     def _fail(self, error: GatewayError) -> bytes:
         self.failed = True
@@ -308,6 +359,8 @@ class SseRelay:
         return error.to_sse()
 
     def _inspect(self, event: bytes) -> bytes | None:
+        if self.enough:
+            return None  # after the cut at the client's limit, in the same read
         data = _data_of(event)
         if data is None:
             return event  # comment / ping: pass through
@@ -321,7 +374,7 @@ class SseRelay:
                 if had_choices and not chunk.get("choices"):
                     return self._finish(cut)  # only text past the limit: not sent
                 if changed:
-                    data = json.dumps(chunk, ensure_ascii=False).encode()
+                    data = wire.dumps(chunk)
                     event = b"data: " + data + b"\n\n"
         if b'"delta"' in data or b'"text"' in data:
             self.deltas.add(data)
@@ -391,7 +444,7 @@ class SseRelay:
 
     def _remember_ids(self, data: bytes) -> None:
         try:
-            chunk = json.loads(data)
+            chunk = wire.loads(data)
         except ValueError:
             return
         if isinstance(chunk, dict):
@@ -415,7 +468,7 @@ class DeltaLog:
         calls: dict[int, Message] = {}
         for data in self.chunks:
             try:
-                chunk = json.loads(data)
+                chunk = wire.loads(data)
             except ValueError:
                 continue
             choices = chunk.get("choices") if isinstance(chunk, dict) else None
@@ -452,7 +505,7 @@ class DeltaLog:
 def _loads(data: bytes) -> dict[str, Any] | None:
     """A chunk's JSON object, or None when it is not one."""
     try:
-        chunk = json.loads(data)
+        chunk = wire.loads(data)
     except ValueError:
         return None
     return chunk if isinstance(chunk, dict) else None
@@ -463,7 +516,7 @@ def _has_text(data: bytes) -> bool:
     if b'"content"' not in data and b'"text"' not in data:
         return False
     try:
-        chunk = json.loads(data)
+        chunk = wire.loads(data)
     except ValueError:
         return False
     if not isinstance(chunk, dict):

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from gateway.chat.limits import LengthGuard, ReplyLimits, limit_reply, single_tool_call
-from gateway.chat.relay import RelayHooks, SseRelay
+from gateway.chat.relay import RelayHooks, SseRelay, split_events
 from gateway.chat.usage import Usage
 from gateway.context import RequestContext
 from gateway.metrics import Metrics
@@ -84,7 +84,8 @@ async def relay_limited(body: bytes, limit: int) -> tuple[list[bytes], SseRelay,
     hooks = RelayHooks(count_usage=count, on_complete=complete,
                        limits=ReplyLimits(limit), count_text=words)
     relay = SseRelay(ctx, reply_of(body), Metrics(), hooks, True)
-    out = [event async for event in relay.events()]
+    # as the client reads them: the events of one backend read arrive in one write
+    out = [event async for piece in relay.events() for event in split_events(piece)[0]]
     await relay.close()
     return out, relay, completed
 

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.backends import Target, UpstreamReply
 from gateway.backends.backend import Backend
 from gateway.backends.transport import TransportProtocolError
-from gateway.chat.relay import RelayHooks, SseRelay
+from gateway.chat.relay import RelayHooks, SseRelay, split_events
 from gateway.chat.upstream import backend_payload
 from gateway.chat.usage import Usage
 from gateway.context import RequestContext
@@ -57,7 +57,8 @@ async def relay(reply: UpstreamReply, hooks: Hooks, wants_usage: bool) -> list[b
     ctx = RequestContext("r1", "POST", "/v1/chat/completions", model="m")
     ctx.backend = "b1"
     r = SseRelay(ctx, reply, Metrics(), hooks.build(), wants_usage)
-    out = [event async for event in r.events()]
+    # as the client reads them: the events of one backend read arrive in one write
+    out = [event async for piece in r.events() for event in split_events(piece)[0]]
     await r.close()
     return out
 
