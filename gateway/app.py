@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.util
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 import httpx
 from fastapi import FastAPI, Request
@@ -125,6 +126,8 @@ def create_app(
                 summarizer=pool_completer(services.pool, settings.pool),
                 tenancy=services.tenancy,
             )
+            if metrics.multiprocess:  # one of several workers: its gauges kept fresh
+                stack.enter_context(_observing_backends(metrics, services.pool))
             # what start-up built lives as long as the process: out of the collector's
             # sight, its full collections stop walking it (they were the p99 at c=32)
             gc.collect()
@@ -155,6 +158,23 @@ def create_app(
         request_middleware)
     _install_error_handlers(app)
     return app
+
+
+@contextmanager
+def _observing_backends(metrics: Metrics, pool: BackendPool) -> Iterator[None]:
+    """Every second, this worker's backend gauges (whichever worker answers /metrics
+    reads the files of all); at exit, its live gauges leave the sum."""
+    async def observe() -> None:
+        while True:
+            metrics.observe_backends(pool.backends.values())
+            await asyncio.sleep(1.0)
+
+    task = asyncio.get_running_loop().create_task(observe())
+    try:
+        yield
+    finally:
+        task.cancel()
+        metrics.process_exit()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

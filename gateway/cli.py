@@ -70,11 +70,16 @@ config_option = click.option(
 @click.option("--host", help="Override server.host")
 @click.option("--port", type=int, help="Override server.port")
 @click.option("--no-local", is_flag=True, help="Do not start the local llama.cpp backends")
-def serve(config: str | None, host: str | None, port: int | None, no_local: bool) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Gateway processes on the port (default: one per core when the config "
+                   "keeps its state in Redis, else 1)")
+def serve(config: str | None, host: str | None, port: int | None, no_local: bool,
+          workers: int | None) -> None:
     """Run the gateway (and the local llama.cpp backends the config names)."""
     import uvicorn
 
-    from gateway.app import check_exposure, create_app
+    from gateway import workers as prefork
+    from gateway.app import check_exposure, create_app, knowledge_enabled
 
     settings = _load(config)
     if host:
@@ -91,15 +96,25 @@ def serve(config: str | None, host: str | None, port: int | None, no_local: bool
         check_exposure(settings, warn=False, managed_keys=managed_keys_exist(settings))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    servers = [] if no_local else _start_local_backends(settings)
+    knowledge_on = knowledge_enabled(settings)
+    processes = workers or prefork.default_workers(settings, knowledge_on)
+    reasons = prefork.blockers(settings, knowledge_on) if processes > 1 else []
+    if reasons:
+        raise click.ClickException(
+            f"--workers {processes} needs the state every worker shares outside the "
+            "process:\n  - " + "\n  - ".join(reasons))
+    servers = [] if no_local else _start_local_backends(settings)  # once, for every worker
     if not settings.models:
         raise click.ClickException("no models configured: add `models:` or `local_backends:`")
+    options: dict[str, Any] = {"log_level": settings.server.log_level, "access_log": False,
+                               "timeout_graceful_shutdown": 10}
     try:
-        uvicorn.run(
-            create_app(settings), host=settings.server.host, port=settings.server.port,
-            log_level=settings.server.log_level, access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+        if processes > 1:
+            click.echo(f"serving with {processes} worker processes", err=True)
+            prefork.run(settings, processes, **options)
+        else:
+            uvicorn.run(create_app(settings), host=settings.server.host,
+                        port=settings.server.port, **options)
     finally:
         for server in servers:
             server.stop()

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# set by ``ragate serve --workers N`` (gateway.workers) before any worker imports
+# prometheus-client: every worker then writes its values to files there, and whichever
+# worker answers /metrics reads them all
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess = MULTIPROCESS_DIR in os.environ
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -34,9 +51,11 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "ragate_backend_in_flight", "Requests in flight per backend", ["backend"], registry=r,
+            multiprocess_mode="livesum",  # workers: their sum
         )
         self.backend_healthy = Gauge(
             "ragate_backend_healthy", "1 when a backend is routable", ["backend"], registry=r,
+            multiprocess_mode="livemax",  # workers: routable by at least one
         )
         self.retries = Counter(
             "ragate_upstream_retries", "Requests sent to another backend after a failure",
@@ -88,5 +107,21 @@ class Metrics:
             "cached, for requests routed by a cache-aware policy", ["model"], registry=r,
         )
 
+    def observe_backends(self, backends: Iterable[Any]) -> None:
+        """The backend gauges, from each backend's own state (on a scrape; every second
+        in each worker when there are several)."""
+        for backend in backends:
+            self.in_flight.labels(backend.name).set(backend.in_flight)
+            self.backend_healthy.labels(backend.name).set(1 if backend.routable() else 0)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+    def process_exit(self) -> None:
+        """A worker's live gauges stop counting when it ends."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())

@@ -29,7 +29,5 @@ async def ready(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(services: ServicesDep) -> Response:
     m = services.metrics
-    for backend in services.pool.backends.values():
-        m.in_flight.labels(backend.name).set(backend.in_flight)
-        m.backend_healthy.labels(backend.name).set(1 if backend.routable() else 0)
+    m.observe_backends(services.pool.backends.values())
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -76,7 +76,8 @@ class Tenancy:
                                                       and ctx.admission is None):
             return  # an open gateway has no tenants to account for
         prompt, completion = ctx.prompt_tokens or 0, ctx.completion_tokens or 0
-        if ctx.admission is not None:
+        if ctx.admission is not None and not self.limiter.settle_here(
+                ctx.admission, prompt + completion):  # a task only when it needs I/O
             self._spawn(self._settle(ctx, prompt + completion))
         if ctx.model is None:
             return

@@ -82,15 +82,20 @@ def _window_ids(second: int) -> dict[str, str]:
 
 
 def seconds_to_reset(window: str, now_s: float) -> float:
-    moment = datetime.fromtimestamp(now_s, UTC)
-    if window == "minute":
+    if window == "minute":  # every answer to a limited key says this: no calendar for it
         return 60 - (now_s % 60)
     if window == "day":
         return 86400 - (now_s % 86400)
-    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return _next_month(int(now_s)) - now_s
+
+
+@lru_cache(maxsize=4)
+def _next_month(second: int) -> float:
+    start = datetime.fromtimestamp(second, UTC).replace(day=1, hour=0, minute=0, second=0,
+                                                        microsecond=0)
     following = (start.replace(year=start.year + 1, month=1) if start.month == 12
                  else start.replace(month=start.month + 1))
-    return following.timestamp() - now_s
+    return following.timestamp()
 
 
 def duration(seconds: float) -> str:
@@ -127,6 +132,9 @@ class RateLimiter(Protocol):
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         """Release the lease and correct the reservation (it may take effect a few tens of
         milliseconds later: Redis settles in batches)."""
+
+    def settle_here(self, admission: Admission, used_tokens: int) -> bool:
+        """``settle`` when it needs no I/O (in process, or in a share): True when done."""
 
     async def flush(self) -> None:
         """Apply every settle made so far."""
@@ -235,8 +243,11 @@ class LocalRateLimiter:
         return None  # settles apply at once here
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
+        self.settle_here(admission, used_tokens)
+
+    def settle_here(self, admission: Admission, used_tokens: int) -> bool:
         if admission.settled:
-            return
+            return True
         admission.settled = True
         for scope in admission.scopes:
             self._leases.get(scope.name, {}).pop(admission.lease, None)
@@ -245,3 +256,4 @@ class LocalRateLimiter:
                     slot = (scope.name, window, admission.windows[window])
                     self._tokens[slot] = self._tokens.get(slot, 0) + (
                         used_tokens - admission.reserved)
+        return True

@@ -28,13 +28,15 @@ from gateway.tenants.limits import (
     Admission,
     Refusal,
     Scope,
+    duration,
     rate_headers,
     refusal_error,
     seconds_to_reset,
     window_ids,
 )
 
-PREFETCH_SLOTS = 32  # requests admitted locally per allowance
+PREFETCH_SLOTS = 32  # requests admitted locally per allowance, to begin with
+MAX_PREFETCH_SLOTS = 1024  # a busy key's share doubles up to this
 ALLOWANCE_S = 1.0  # an allowance's life: unused shares go back within it
 
 
@@ -58,12 +60,21 @@ class Allowance:
     expired: bool = False
     returned: bool = False  # given back: its requests still out settle in Redis
     tokens_limited: bool = False
+    granted_at: float = field(default_factory=time.monotonic)
+    _fixed: dict[str, str] | None = None  # the headers' parts no request changes
 
     def headers(self, now: float) -> dict[str, str]:
-        first = self.scopes[0].limits
-        return rate_headers(first, self.req_left - self.used, 60.0,
-                            None if self.tok_left < 0 else self.tok_left,
-                            first.tokens_per_minute, seconds_to_reset("minute", now))
+        if self._fixed is None:
+            first = self.scopes[0].limits
+            self._fixed = rate_headers(first, self.req_left, 60.0,
+                                       None if self.tok_left < 0 else self.tok_left,
+                                       first.tokens_per_minute, 60.0)
+        out = dict(self._fixed)
+        if "x-ratelimit-remaining-requests" in out:
+            out["x-ratelimit-remaining-requests"] = str(max(self.req_left - self.used, 0))
+        if "x-ratelimit-reset-tokens" in out:
+            out["x-ratelimit-reset-tokens"] = duration(seconds_to_reset("minute", now))
+        return out
 
 
 LIMIT_FIELDS = ("requests_per_minute", "max_concurrent", "tokens_per_minute",
@@ -126,17 +137,19 @@ local function admit(lease, prompt, wanted, want_k, want_t, scopes)
     if cap > tightest - prompt then cap = tightest - prompt end
     reserved = prompt + cap
   end
+  local counted = prompt >= 0  -- prompt -1: a share asked for alone, no request of its own
+  if not counted then reserved = 0 end
   for _, s in ipairs(scopes) do
-    if s.limits[1] >= 0 then
+    if s.limits[1] >= 0 and counted then
       redis.call('ZADD', s.req, now, lease)
       redis.call('PEXPIRE', s.req, 62000)  -- share slots are scored a second ahead
     end
-    if s.limits[2] >= 0 then
+    if s.limits[2] >= 0 and counted then
       redis.call('ZADD', s.lease, now + lease_ms, lease)
       redis.call('PEXPIRE', s.lease, lease_ms)
     end
     for w = 1, 3 do
-      if s.limits[2 + w] >= 0 then
+      if s.limits[2 + w] >= 0 and counted then
         redis.call('INCRBY', s.tok[w], reserved)
         redis.call('PEXPIRE', s.tok[w], ttl[w])
       end
@@ -288,6 +301,10 @@ class RedisRateLimiter:
         self._return = client.register_script(_RETURN)
         self._allowances: dict[tuple[Any, ...], Allowance] = {}
         self._share_asked: set[tuple[Any, ...]] = set()
+        # per set of scopes: how many slots the next share asks for. A share three
+        # quarters used within half its life doubles the next (so a busy key asks Redis
+        # about once per 768 requests, not per 24); one mostly unused halves it
+        self._share_slots: dict[tuple[Any, ...], int] = {}
         self.prefetch = True
 
     @classmethod
@@ -314,9 +331,19 @@ class RedisRateLimiter:
         requests in flight one round trip serves many; at 1 nothing waits)."""
         key = tuple((scope.name, scope.limits) for scope in scopes)
         allowance = self._allowances.get(key)
+        renew = False
         if allowance is not None:
             local = self._take(allowance, prompt_tokens, wanted)
+            # three quarters used: this request asks Redis for the next share while the
+            # others still take from this one (none of them falls through to Redis)
+            renew = (local is not None and 4 * allowance.used >= 3 * allowance.slots
+                     and self.prefetch and key not in self._share_asked)
+            if local is not None and not renew:
+                return local
             if local is not None:
+                if time.monotonic() - allowance.granted_at < ALLOWANCE_S / 2:  # busy key
+                    self._share_slots[key] = min(2 * allowance.slots, MAX_PREFETCH_SLOTS)
+                self._renew(key, scopes, prompt_tokens, wanted)
                 return local
         lease = secrets.token_hex(8)
         # one request at a time asks for a share per set of scopes: a batch of requests
@@ -324,10 +351,10 @@ class RedisRateLimiter:
         asks = self.prefetch and key not in self._share_asked
         if asks:
             self._share_asked.add(key)
-        share = (prompt_tokens + (self.default_cap if wanted is None else wanted)
-                 ) * PREFETCH_SLOTS
-        entry = (scopes, prompt_tokens, wanted, lease,
-                 PREFETCH_SLOTS if asks else 0, share if asks else 0)
+        slots = self._share_slots.get(key, PREFETCH_SLOTS)
+        share = (prompt_tokens + (self.default_cap if wanted is None else wanted)) * slots
+        entry = (scopes, prompt_tokens, wanted, lease, slots if asks else 0,
+                 share if asks else 0)
         try:
             result, now = await self._admit_one(entry)
         finally:
@@ -348,6 +375,30 @@ class RedisRateLimiter:
                                          first.tokens_per_minute,
                                          seconds_to_reset("minute", now))
         return admission
+
+    def _renew(self, key: tuple[Any, ...], scopes: list[Scope], prompt_tokens: int,
+               wanted: int | None) -> None:
+        """Ask for the next share in the background, alone: the script's prompt -1 is an
+        admission of no request (nothing counted, no lease), only the share."""
+        self._share_asked.add(key)
+        slots = self._share_slots.get(key, PREFETCH_SLOTS)
+        share = (prompt_tokens + (self.default_cap if wanted is None else wanted)) * slots
+        lease = secrets.token_hex(8)
+        entry = (scopes, -1, 0, lease, slots, share)
+
+        async def ask() -> None:
+            try:
+                result, now = await self._admit_one(entry)
+            except Exception:  # noqa: BLE001 (the next request asks again, exactly)
+                return
+            finally:
+                self._share_asked.discard(key)
+            if result[0] == 1:
+                self._keep_share(scopes, lease, window_ids(now), result)
+
+        task = asyncio.get_running_loop().create_task(ask())
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     async def _admit_one(self, entry: tuple[Any, ...]) -> tuple[list[int], float]:
         if self._calling:
@@ -483,6 +534,8 @@ class RedisRateLimiter:
         allowance.expired = True
         if self._allowances.get(key) is allowance:
             del self._allowances[key]
+            if 4 * allowance.used < allowance.slots:  # mostly unused: ask for less
+                self._share_slots[key] = max(allowance.slots // 2, PREFETCH_SLOTS)
         # back within the second even while a long stream from it runs: its lease stays,
         # the rest (unused slots, tokens, leases) goes back now
         self._give_back(allowance)
@@ -505,17 +558,26 @@ class RedisRateLimiter:
         except RedisError:
             pass  # its slots and leases expire on their own; its tokens stay counted
 
-    async def settle(self, admission: Admission, used_tokens: int) -> None:
+    def settle_here(self, admission: Admission, used_tokens: int) -> bool:
+        """In the share it came from, while that share is still this replica's."""
+        allowance = admission.allowance
         if admission.settled:
+            return True
+        if allowance is None or allowance.returned:
+            return False
+        admission.settled = True
+        allowance.in_flight.discard(int(admission.lease.rsplit(":", 1)[1]))
+        allowance.tokens_left += admission.reserved - used_tokens
+        return True
+
+    async def settle(self, admission: Admission, used_tokens: int) -> None:
+        if self.settle_here(admission, used_tokens):
             return
         admission.settled = True
         allowance = admission.allowance
         if allowance is not None:
-            allowance.in_flight.discard(int(admission.lease.rsplit(":", 1)[1]))
-            if not allowance.returned:  # settled in the share, no Redis call
-                allowance.tokens_left += admission.reserved - used_tokens
-                return
             # the share went back without this request: settle it in Redis as any other
+            allowance.in_flight.discard(int(admission.lease.rsplit(":", 1)[1]))
         keys: list[str] = []
         args: list[Any] = [admission.lease, used_tokens - admission.reserved,
                            len(admission.scopes)]

@@ -47,7 +47,9 @@ def llama_pair() -> Iterator[list[LlamaCppServer]]:
 class GatewayProcess:
     """``python -m gateway serve`` with a YAML config, on a free port; restartable."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, args: list[str] | None = None
+                 ) -> None:
+        self.args = args or []  # more ``serve`` options (--workers N)
         self.port = free_port()
         self.config_path = workdir / "ragate.yaml"
         config.setdefault("server", {}).update(port=self.port, host="127.0.0.1")
@@ -62,7 +64,7 @@ class GatewayProcess:
     def start(self, timeout_s: float = 120) -> GatewayProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "-c", str(self.config_path)],
+            [sys.executable, "-m", "gateway", "serve", "-c", str(self.config_path), *self.args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -172,3 +172,44 @@ async def test_far_from_its_limits_a_replica_admits_from_a_share_and_gives_back_
         if keys:
             await limiter.redis.delete(*keys)
         await limiter.close()
+
+
+async def test_a_busy_key_asks_redis_rarely_and_every_request_is_still_counted() -> None:
+    """Shares renew in the background at three quarters used and double while a key is
+    busy: 3,000 requests take a handful of Redis calls, and the counts stay exact."""
+    prefix = f"test-rl-{secrets.token_hex(4)}"
+    limiter = RedisRateLimiter.from_url(REDIS, prefix=prefix, default_cap=100)
+    try:
+        await limiter.redis.ping()
+    except Exception:  # noqa: BLE001
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    scopes = [Scope("key:busy", Limits(requests_per_minute=10**7, max_concurrent=10**6,
+                                       tokens_per_day=10**10))]
+    calls = 0
+    real = limiter._call
+
+    async def counted(entries: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(entries)
+
+    limiter._call = counted  # type: ignore[method-assign]
+    try:
+        for _ in range(3000):
+            admission = await limiter.admit(scopes, 10, 20)
+            await limiter.settle(admission, 25)
+            await asyncio.sleep(0)  # a renewal in the background gets its turn
+        assert calls <= 20, f"{calls} Redis calls for 3,000 requests"
+        await limiter.flush()
+        await asyncio.sleep(1.3)  # the last share goes back
+        await limiter.flush()
+        redis = limiter.redis
+        assert await redis.zcard(f"{prefix}:rl:key:busy:req") == 3000
+        assert await redis.zcard(f"{prefix}:rl:key:busy:lease") == 0
+        day = [k async for k in redis.scan_iter(f"{prefix}:rl:key:busy:tok:day:*")][0]
+        assert int(await redis.get(day)) == 3000 * 25
+    finally:
+        keys = [k async for k in limiter.redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await limiter.redis.delete(*keys)
+        await limiter.close()
