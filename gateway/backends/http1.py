@@ -53,6 +53,12 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
     return "".join(lines).encode("latin-1")
 
 
+class StaleConnectionError(TransportProtocolError):
+    """A kept-alive socket the backend had closed: nothing of the request was answered,
+    so it may be sent again on a fresh one (what ``dispatch`` does for chat, and
+    ``request`` here for probes and tokenize: the keep-alive race, not a failure)."""
+
+
 class _Connection(asyncio.Protocol):
     """One socket; ``response`` is the reply it is reading, if any."""
 
@@ -426,9 +432,13 @@ class Http1Upstream:
             connection.transport.write(head + body if body else head)
         try:
             await response.wait_headers()
-        except BaseException:
+        except TransportProtocolError as exc:
+            await response.discard()
             if connection.reused and not response.headers_done:
                 pool.drop_idle()  # the backend closed its idle sockets: retry on a fresh one
+                raise StaleConnectionError(str(exc)) from exc
+            raise
+        except BaseException:
             await response.discard()
             raise
         return response
@@ -442,7 +452,10 @@ class Http1Upstream:
         body = None if json_body is None else json.dumps(json_body).encode()
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._send(self._control, method, path, body, None)
+                try:
+                    response = await self._send(self._control, method, path, body, None)
+                except StaleConnectionError:  # once more, on a fresh socket
+                    response = await self._send(self._control, method, path, body, None)
                 try:
                     content = await response.aread()
                 finally:

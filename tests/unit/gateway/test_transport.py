@@ -376,3 +376,32 @@ async def test_a_bad_path_or_header_never_reaches_the_socket() -> None:
             await client.stream("/v1/chat/completions", b"{}", {"x-request-id": "a\r\nb: c"})
     finally:
         await client.aclose()
+
+
+async def test_a_probe_on_a_socket_the_backend_just_closed_is_sent_again() -> None:
+    """The keep-alive race (uvicorn closes idle sockets after 5 s, probes come every 5 s):
+    a control request that found its socket closed before any reply goes out again on a
+    fresh one instead of failing the probe."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(ok(REPLY))
+        await writer.drain()
+        if connections == 1:
+            await read_request(reader)  # the next probe arrives: close without a reply
+            writer.transport.abort()
+            return
+        await asyncio.sleep(0.5)
+
+    server, url = await serve(handler)
+    client = http1(url)
+    try:
+        assert (await client.request("GET", "/health", timeout_s=2)).status_code == 200
+        reply = await client.request("GET", "/health", timeout_s=2)
+        assert reply.status_code == 200 and connections == 2
+    finally:
+        await client.aclose()
+        server.close()
