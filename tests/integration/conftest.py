@@ -34,6 +34,21 @@ def start_llama_servers(count: int, n_ctx: int = 2048) -> list[LlamaCppServer]:
     return servers
 
 
+@pytest.fixture(scope="module")
+def fake_backend() -> Iterator[str]:
+    """bench/fake_backend.py: a fast OpenAI backend with canned answers."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.fake_backend", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, path="/health", timeout_s=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def llama_pair() -> Iterator[list[LlamaCppServer]]:
     servers = start_llama_servers(2)

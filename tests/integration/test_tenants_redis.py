@@ -6,8 +6,6 @@ other within auth.cache_ttl_s."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from serving import free_port, wait_until_healthy
 from tests.integration.conftest import GatewayProcess, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -24,20 +21,6 @@ pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": "Bearer sk-ops"}
 CHAT = {"model": "fake", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 CACHE_TTL_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def fake_backend() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.fake_backend", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, path="/health", timeout_s=30)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +16,12 @@ import httpx
 import pytest
 import yaml
 
-from serving import free_port, wait_until_healthy
+from serving import free_port
 from tests.integration.conftest import GatewayProcess, RedisServer
 
 pytestmark = pytest.mark.integration
 
 CHAT = {"model": "fake", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture(scope="module")
-def fake_backend() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.fake_backend", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, path="/health", timeout_s=30)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def shared_config(backend: str, redis_url: str) -> dict[str, Any]:

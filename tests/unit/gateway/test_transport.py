@@ -231,21 +231,29 @@ async def test_a_reply_not_read_to_its_end_closes_its_socket() -> None:
         server.close()
 
 
-async def test_a_stale_idle_socket_fails_before_any_byte_and_the_retry_is_fresh() -> None:
-    connections = 0
+def closes_on_its_second_request(first: bytes, later: bytes
+                                 ) -> tuple[Callable[..., Any], list[int]]:
+    """The keep-alive race, on purpose: the first connection answers one request, then
+    closes when the next one arrives, without a reply; later connections answer
+    ``later``. The list holds each connection's number as it opens."""
+    connections: list[int] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
+        connections.append(len(connections) + 1)
+        number = connections[-1]
         await read_request(reader)
-        writer.write(ok(b"first") if connections == 1 else ok(b"fresh"))
+        writer.write(first if number == 1 else later)
         await writer.drain()
-        if connections == 1:
-            await read_request(reader)  # the next request arrives: close without a reply
+        if number == 1:
+            await read_request(reader)
             writer.transport.abort()
             return
         await asyncio.sleep(0.5)
+    return handler, connections
 
+
+async def test_a_stale_idle_socket_fails_before_any_byte_and_the_retry_is_fresh() -> None:
+    handler, _ = closes_on_its_second_request(ok(b"first"), ok(b"fresh"))
     server, url = await serve(handler)
     client = http1(url)
     try:
@@ -382,26 +390,13 @@ async def test_a_probe_on_a_socket_the_backend_just_closed_is_sent_again() -> No
     """The keep-alive race (uvicorn closes idle sockets after 5 s, probes come every 5 s):
     a control request that found its socket closed before any reply goes out again on a
     fresh one instead of failing the probe."""
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        await read_request(reader)
-        writer.write(ok(REPLY))
-        await writer.drain()
-        if connections == 1:
-            await read_request(reader)  # the next probe arrives: close without a reply
-            writer.transport.abort()
-            return
-        await asyncio.sleep(0.5)
-
+    handler, connections = closes_on_its_second_request(ok(REPLY), ok(REPLY))
     server, url = await serve(handler)
     client = http1(url)
     try:
         assert (await client.request("GET", "/health", timeout_s=2)).status_code == 200
         reply = await client.request("GET", "/health", timeout_s=2)
-        assert reply.status_code == 200 and connections == 2
+        assert reply.status_code == 200 and connections == [1, 2]
     finally:
         await client.aclose()
         server.close()

@@ -125,28 +125,33 @@ async def test_openais_rate_limit_headers() -> None:
     assert (duration(0.02), duration(1), duration(360)) == ("20ms", "1s", "6m0s")
 
 
-async def test_far_from_its_limits_a_replica_admits_from_a_share_and_gives_back_the_rest(
-        ) -> None:
-    prefix = f"test-rl-{secrets.token_hex(4)}"
+async def counted_limiter(prefix: str) -> tuple[RedisRateLimiter, list[int]]:
+    """A Redis limiter whose calls to Redis are counted (in the list's one item)."""
     limiter = RedisRateLimiter.from_url(REDIS, prefix=prefix, default_cap=100)
     try:
         await limiter.redis.ping()
     except Exception:  # noqa: BLE001
         pytest.skip("no Redis at 127.0.0.1:6379")
-    scopes = [Scope("key:big", Limits(requests_per_minute=100_000, max_concurrent=10_000,
-                                      tokens_per_day=10**9))]
-    calls = 0
+    calls = [0]
     real = limiter._call
 
     async def counted(entries: Any) -> Any:
-        nonlocal calls
-        calls += 1
+        calls[0] += 1
         return await real(entries)
 
     limiter._call = counted  # type: ignore[method-assign]
+    return limiter, calls
+
+
+async def test_far_from_its_limits_a_replica_admits_from_a_share_and_gives_back_the_rest(
+        ) -> None:
+    prefix = f"test-rl-{secrets.token_hex(4)}"
+    limiter, calls = await counted_limiter(prefix)
+    scopes = [Scope("key:big", Limits(requests_per_minute=100_000, max_concurrent=10_000,
+                                      tokens_per_day=10**9))]
     try:
         admissions = [await limiter.admit(scopes, 10, 20) for _ in range(20)]
-        assert calls == 1, "one Redis call, then admissions from the share"
+        assert calls[0] == 1, "one Redis call, then admissions from the share"
         assert all(a.cap == 20 for a in admissions)
         for admission in admissions[:-1]:
             await limiter.settle(admission, 25)
@@ -166,7 +171,7 @@ async def test_far_from_its_limits_a_replica_admits_from_a_share_and_gives_back_
         near = [Scope("key:small", Limits(requests_per_minute=100))]
         for _ in range(5):
             await limiter.admit(near, 1, 1)
-        assert calls == 6, "near its limits every request is checked in Redis"
+        assert calls[0] == 6, "near its limits every request is checked in Redis"
     finally:
         keys = [k async for k in limiter.redis.scan_iter(f"{prefix}:*")]
         if keys:
@@ -178,28 +183,15 @@ async def test_a_busy_key_asks_redis_rarely_and_every_request_is_still_counted()
     """Shares renew in the background at three quarters used and double while a key is
     busy: 3,000 requests take a handful of Redis calls, and the counts stay exact."""
     prefix = f"test-rl-{secrets.token_hex(4)}"
-    limiter = RedisRateLimiter.from_url(REDIS, prefix=prefix, default_cap=100)
-    try:
-        await limiter.redis.ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip("no Redis at 127.0.0.1:6379")
+    limiter, calls = await counted_limiter(prefix)
     scopes = [Scope("key:busy", Limits(requests_per_minute=10**7, max_concurrent=10**6,
                                        tokens_per_day=10**10))]
-    calls = 0
-    real = limiter._call
-
-    async def counted(entries: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await real(entries)
-
-    limiter._call = counted  # type: ignore[method-assign]
     try:
         for _ in range(3000):
             admission = await limiter.admit(scopes, 10, 20)
             await limiter.settle(admission, 25)
             await asyncio.sleep(0)  # a renewal in the background gets its turn
-        assert calls <= 20, f"{calls} Redis calls for 3,000 requests"
+        assert calls[0] <= 20, f"{calls[0]} Redis calls for 3,000 requests"
         await limiter.flush()
         await asyncio.sleep(1.3)  # the last share goes back
         await limiter.flush()
