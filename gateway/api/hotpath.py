@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError, error_body
 
@@ -29,35 +29,29 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class HotRoutes:
-    """An ASGI app for the hot routes: the endpoint's response, or its OpenAI error."""
+    """An ASGI app for the hot routes, inside RequestMiddleware (whose request context it
+    reads): the endpoint's response, or its OpenAI error."""
 
     def __init__(self, routes: dict[str, Endpoint]) -> None:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.routes[scope["path"]]
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             try:
                 response: Response = await endpoint(Request(scope, receive))
             except GatewayError as exc:
                 response = error_response(scope, exc)
-            await response(scope, receive, tracked_send)
+            await response(scope, receive, send)
         except Exception as exc:
             # what ServerErrorMiddleware does for every other route: a 500 in OpenAI's
-            # shape if nothing was sent yet; a stream already begun just ends
+            # shape if nothing was sent yet (RequestMiddleware notes the status it sent);
+            # a stream already begun just ends
             log.exception("unhandled error")
-            if started:
+            ctx = scope["state"]["ctx"]
+            if ctx.status is not None:
                 raise
-            ctx = scope.get("state", {}).get("ctx")
-            if ctx is not None:
-                ctx.error = f"{type(exc).__name__}: {exc}"
+            ctx.error = f"{type(exc).__name__}: {exc}"
             await internal_error()(scope, receive, send)
 
 

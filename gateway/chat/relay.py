@@ -167,6 +167,8 @@ class RelayResponse(StreamingResponse):
         except asyncio.CancelledError:
             if not left:
                 raise
+            assert task is not None
+            task.uncancel()  # ours, and handled: later awaits of this task are not cancelled
         finally:
             sending = False
             listener.cancel()

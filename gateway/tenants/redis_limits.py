@@ -331,19 +331,16 @@ class RedisRateLimiter:
         requests in flight one round trip serves many; at 1 nothing waits)."""
         key = tuple((scope.name, scope.limits) for scope in scopes)
         allowance = self._allowances.get(key)
-        renew = False
         if allowance is not None:
             local = self._take(allowance, prompt_tokens, wanted)
-            # three quarters used: this request asks Redis for the next share while the
-            # others still take from this one (none of them falls through to Redis)
-            renew = (local is not None and 4 * allowance.used >= 3 * allowance.slots
-                     and self.prefetch and key not in self._share_asked)
-            if local is not None and not renew:
-                return local
             if local is not None:
-                if time.monotonic() - allowance.granted_at < ALLOWANCE_S / 2:  # busy key
-                    self._share_slots[key] = min(2 * allowance.slots, MAX_PREFETCH_SLOTS)
-                self._renew(key, scopes, prompt_tokens, wanted)
+                # three quarters used: ask Redis for the next share in the background
+                # while the others still take from this one (none falls through to Redis)
+                if (4 * allowance.used >= 3 * allowance.slots and self.prefetch
+                        and key not in self._share_asked):
+                    if time.monotonic() - allowance.granted_at < ALLOWANCE_S / 2:  # busy
+                        self._share_slots[key] = min(2 * allowance.slots, MAX_PREFETCH_SLOTS)
+                    self._renew(key, scopes, prompt_tokens, wanted)
                 return local
         lease = secrets.token_hex(8)
         # one request at a time asks for a share per set of scopes: a batch of requests
@@ -351,10 +348,8 @@ class RedisRateLimiter:
         asks = self.prefetch and key not in self._share_asked
         if asks:
             self._share_asked.add(key)
-        slots = self._share_slots.get(key, PREFETCH_SLOTS)
-        share = (prompt_tokens + (self.default_cap if wanted is None else wanted)) * slots
-        entry = (scopes, prompt_tokens, wanted, lease, slots if asks else 0,
-                 share if asks else 0)
+        slots, share = self._share_wanted(key, prompt_tokens, wanted) if asks else (0, 0)
+        entry = (scopes, prompt_tokens, wanted, lease, slots, share)
         try:
             result, now = await self._admit_one(entry)
         finally:
@@ -376,15 +371,19 @@ class RedisRateLimiter:
                                          seconds_to_reset("minute", now))
         return admission
 
+    def _share_wanted(self, key: tuple[Any, ...], prompt_tokens: int, wanted: int | None
+                      ) -> tuple[int, int]:
+        """(slots, tokens) of the next share for these scopes: requests like this one."""
+        slots = self._share_slots.get(key, PREFETCH_SLOTS)
+        return slots, (prompt_tokens + (self.default_cap if wanted is None else wanted)) * slots
+
     def _renew(self, key: tuple[Any, ...], scopes: list[Scope], prompt_tokens: int,
                wanted: int | None) -> None:
         """Ask for the next share in the background, alone: the script's prompt -1 is an
         admission of no request (nothing counted, no lease), only the share."""
         self._share_asked.add(key)
-        slots = self._share_slots.get(key, PREFETCH_SLOTS)
-        share = (prompt_tokens + (self.default_cap if wanted is None else wanted)) * slots
         lease = secrets.token_hex(8)
-        entry = (scopes, -1, 0, lease, slots, share)
+        entry = (scopes, -1, 0, lease, *self._share_wanted(key, prompt_tokens, wanted))
 
         async def ask() -> None:
             try:

@@ -390,3 +390,21 @@ async def test_stateless_session_key_makes_routing_sticky(fleet: FakeFleet, make
             assert len(seen) == 1, f"{session} moved: {seen}"
             served[session] = seen.pop()
     assert len(set(served.values())) > 1
+
+
+async def test_an_unexpected_error_on_the_hot_path_is_a_500_in_openai_shape(
+        fleet: FakeFleet, make_client) -> None:
+    """The proxy routes skip FastAPI's middleware stack (api/hotpath.py): its server-error
+    answer is theirs too, with the request id and the log line's error."""
+    url = fleet.add("b1:8000", lambda request: httpx.Response(200, json=chat_reply()))
+    async with make_client(one_model(url)) as (client, app):
+        async def broken(*_: object) -> None:
+            raise RuntimeError("a bug")
+
+        app.state.services.chat_pipeline.chat = broken
+        response = await client.post("/v1/chat/completions", json=CHAT,
+                                     headers={"x-request-id": "req-500"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "a bug" not in response.text, "no internals to the client"
+    assert response.headers["x-request-id"] == "req-500"
