@@ -678,9 +678,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"- {label}: ragate added p50 at c={low}: {added:.2f} ms "
                          f"(target <= 1 ms: {verdict}; hot-path target <= 0.3 ms: {strict})")
         if ragate_cpu := entry.get("ragate_cpu_ms"):
-            verdict = "met" if ragate_cpu <= (0.3 if mode == "non-stream" else 0.5) else "MISSED"
+            target = 0.3 if mode == "non-stream" else 0.5  # a stream: 12 events to relay
+            verdict = "met" if ragate_cpu <= target else "MISSED"
             lines.append(f"- {label}: ragate CPU per request at c={high}: {ragate_cpu:.3f} ms "
-                         f"(target <= {0.3 if mode == 'non-stream' else 0.5} ms: {verdict})")
+                         f"(target <= {target} ms: {verdict})")
         if "nginx_added_p50_ms" in entry:
             lines.append(f"- {label}: nginx added p50 at c={low}: "
                          f"{entry['nginx_added_p50_ms']:.2f} ms")
