@@ -30,6 +30,7 @@ from gateway.api import (
 from gateway.api.hotpath import Gateway, error_response, internal_error
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
+from gateway.backends.registry import open_registry
 from gateway.chat.pipeline import ChatPipeline
 from gateway.chat.summary import pool_completer
 from gateway.chat.upstream import Upstream
@@ -37,6 +38,7 @@ from gateway.console import console_app
 from gateway.conversations.factory import open_store
 from gateway.conversations.service import ConversationService
 from gateway.errors import ConfigError, GatewayError, error_body, from_validation_errors
+from gateway.knowledge.jobs import job_board
 from gateway.knowledge.service import KnowledgeService
 from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
@@ -102,6 +104,9 @@ def create_app(
             services.tenancy = await open_tenancy(settings, metrics)
             stack.push_async_callback(services.tenancy.close)
             check_exposure(settings, managed_keys=services.keys.enabled)
+            services.registry = await open_registry(settings, services.pool)
+            await services.registry.start()  # the admin's changes, before the first probe
+            stack.push_async_callback(services.registry.close)
             await services.pool.start()
             stack.push_async_callback(services.pool.close)
             store = await open_store(settings)
@@ -113,7 +118,8 @@ def create_app(
                 stack.push_async_callback(services.hints.close)
             await services.load_counters()
             if knowledge_enabled(settings):
-                knowledge = KnowledgeService(settings.knowledge, settings.knowledge_root)
+                knowledge = KnowledgeService(settings.knowledge, settings.knowledge_root,
+                                             job_board(settings))
                 await knowledge.start()
                 stack.push_async_callback(knowledge.close)
                 services.knowledge = knowledge

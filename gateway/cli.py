@@ -11,7 +11,10 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -103,7 +106,8 @@ def serve(config: str | None, host: str | None, port: int | None, no_local: bool
         raise click.ClickException(
             f"--workers {processes} needs the state every worker shares outside the "
             "process:\n  - " + "\n  - ".join(reasons))
-    servers = [] if no_local else _start_local_backends(settings)  # once, for every worker
+    servers = {} if no_local else _start_local_backends(settings)  # once, for every worker
+    supervisor = _supervise(servers, settings) if servers else None
     if not settings.models:
         raise click.ClickException("no models configured: add `models:` or `local_backends:`")
     options: dict[str, Any] = {"log_level": settings.server.log_level, "access_log": False,
@@ -116,17 +120,51 @@ def serve(config: str | None, host: str | None, port: int | None, no_local: bool
             uvicorn.run(create_app(settings), host=settings.server.host,
                         port=settings.server.port, **options)
     finally:
-        for server in servers:
+        if supervisor is not None:
+            supervisor.stop()  # first, or it restarts what we stop
+            shutil.rmtree(supervisor.state_file.parent, ignore_errors=True)
+        for server in servers.values():
             server.stop()
 
 
-def _start_local_backends(settings: Settings) -> list[Any]:
+@main.command()
+@config_option
+@click.option("--alive-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Touched at every heartbeat (for a liveness probe)")
+def worker(config: str | None, alive_file: Path | None) -> None:
+    """Run queued ingestion jobs (from Redis) away from the API replicas."""
+    import asyncio
+
+    from gateway.knowledge.worker import WorkerConfigError, check_worker_settings, run_worker
+
+    settings = _load(config)
+    logging.basicConfig(level=settings.server.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        check_worker_settings(settings)
+    except WorkerConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ran = asyncio.run(run_worker(settings, alive_file))
+    click.echo(f"worker stopped after {ran} job(s)", err=True)
+
+
+def _supervise(servers: dict[str, Any], settings: Settings) -> Any:
+    """Restart a local backend that dies; its state file is what the workers report."""
+    from serving.supervisor import STATE_ENV, Supervisor
+
+    state_dir = Path(tempfile.mkdtemp(prefix="ragate-supervisor-"))
+    os.environ[STATE_ENV] = str(state_dir / "local-backends.json")
+    timeout = max(local.startup_timeout_s for local in settings.local_backends)
+    return Supervisor(servers, Path(os.environ[STATE_ENV]), startup_timeout_s=timeout).start()
+
+
+def _start_local_backends(settings: Settings) -> dict[str, Any]:
     """Start each ``local_backends`` entry and route its model to it."""
     if not settings.local_backends:
-        return []
+        return {}
     from serving import LlamaCppServer, ServingError
 
-    started: list[Any] = []
+    started: dict[str, Any] = {}
     try:
         for local in settings.local_backends:
             server = LlamaCppServer(
@@ -136,9 +174,10 @@ def _start_local_backends(settings: Settings) -> list[Any]:
             click.echo(f"starting llama.cpp for model {local.model!r} ({server.gguf.name}) "
                        f"on {server.url} …", err=True)
             server.start(timeout_s=local.startup_timeout_s)
-            started.append(server)
+            name = f"local-{local.model}"
+            started[name] = server
             backend = BackendConfig(url=server.url, kind=BackendKind.LLAMACPP,
-                                    model=local.model, name=f"local-{local.model}")
+                                    model=local.model, name=name)
             entry = next((m for m in settings.models if m.name == local.model), None)
             if entry is None:
                 settings.models.append(ModelConfig(name=local.model, backends=[backend],
@@ -147,7 +186,7 @@ def _start_local_backends(settings: Settings) -> list[Any]:
                 entry.backends.append(backend)
                 entry.context_window = entry.context_window or local.n_ctx
     except ServingError as exc:
-        for server in started:
+        for server in started.values():
             server.stop()
         raise click.ClickException(str(exc)) from exc
     return started

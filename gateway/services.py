@@ -9,6 +9,7 @@ import anyio
 
 from gateway.auth import KeyRing
 from gateway.backends import BackendPool
+from gateway.backends.registry import BackendRegistry
 from gateway.chat.tokens import (
     BackendTokenizeCounter,
     EstimateCounter,
@@ -40,6 +41,7 @@ class Services:
     counters: dict[str, MessageCounter] = field(default_factory=dict)
     chat_pipeline: ChatPipeline | None = None
     tenancy: Tenancy | None = None
+    registry: BackendRegistry | None = None
 
     def finish(self, ctx: RequestContext) -> None:
         """A request is over (the middleware calls this): settle its limits, record usage,

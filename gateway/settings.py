@@ -145,6 +145,24 @@ class KnowledgeConfig(_Strict):
                                "so the first upload does not wait for them (about 0.63 GB each)")
     system_template: str | None = Field(default=None, description="{context} placeholder")
     turn_template: str | None = Field(default=None, description="{context} and {question}")
+    # where a new base lives (rag.milvus_store); each base keeps the store it was made in
+    store: Literal["local", "milvus"] = Field(default="local", description="local: FAISS + "
+                                              "BM25 folders under root; milvus: milvus_uri")
+    milvus_uri: str | None = Field(default=None, description="http://host:19530 (Milvus "
+                                   "standalone or distributed, or `milvus-lite server`), or a "
+                                   "local folder ending in .db (milvus-lite, one process); "
+                                   "default: root/milvus.db")
+    milvus_token_env: str | None = Field(default=None, description="Variable holding the "
+                                         "Milvus token (user:password)")
+    # ingestion jobs (gateway.knowledge.jobs): in Redis, any replica reports any job and a
+    # `ragate worker` may run them; the staged uploads then need the volume they share
+    jobs_store: StoreKind | None = Field(default=None, description="Default: the "
+                                         "conversation store's kind (sqlite: in process)")
+    jobs_redis_url: str | None = Field(default=None, description="Default: conversations'")
+    run_jobs: bool = Field(default=True, description="This process runs queued jobs; "
+                           "false on API replicas that leave them to `ragate worker`")
+    job_heartbeat_s: float = Field(default=15.0, ge=2, le=600, description="A runner that "
+                                   "is silent this long is dead: its job is marked failed")
 
 
 class RoutingOptions(_Strict):
@@ -307,6 +325,14 @@ class PoolConfig(_Strict):
     health_interval_s: float = Field(default=5.0, gt=0)
     health_timeout_s: float = Field(default=2.0, gt=0)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    # the admin's backend changes (gateway.backends.registry) persist here and reach
+    # every replica within registry_poll_s
+    registry_store: StoreKind | None = Field(default=None, description="Default: the "
+                                             "conversation store's kind")
+    registry_redis_url: str | None = Field(default=None, description="Default: conversations'")
+    registry_sqlite_path: Path | None = Field(default=None,
+                                              description="Default: DATA_DIR/backends.db")
+    registry_poll_s: float = Field(default=1.0, gt=0, le=60)
 
 
 def _default_local() -> list[LocalBackendConfig]:
@@ -348,7 +374,18 @@ class Settings(BaseSettings):
                     raise ValueError(f"backend {name!r} is declared as kinds {seen[1]} and "
                                      f"{backend.kind}; name each to declare one URL twice")
                 backend_names[name] = (backend.url, backend.kind)
+        if not self.knowledge.run_jobs and self.jobs_store is not StoreKind.REDIS:
+            raise ValueError("knowledge.run_jobs: false needs knowledge.jobs_store: redis "
+                             "(a `ragate worker` cannot see jobs kept in this process)")
         return self
+
+    @property
+    def jobs_store(self) -> StoreKind:
+        return self.knowledge.jobs_store or self.conversations.store
+
+    @property
+    def jobs_redis_url(self) -> str:
+        return self.knowledge.jobs_redis_url or self.conversations.redis_url
 
     @property
     def auth_enabled(self) -> bool:

@@ -8,10 +8,11 @@ worker starts a backend of its own.
 
 What must agree across workers agrees the way it does across replicas, through the
 stores: conversation locks and sticky-routing hints in Redis, rate limits in Redis, keys
-in their store (re-read every ``auth.cache_ttl_s``). A config that keeps any of them in
-process is refused for N > 1 (``blockers``) rather than quietly letting limits count per
-worker or two workers write one conversation; so is a knowledge base on local folders,
-whose ingestion jobs and loaded indexes still live in the process that built them.
+in their store (re-read every ``auth.cache_ttl_s``), ingestion jobs on the Redis job
+board, knowledge bases in their folders (each worker reloads a base whose CURRENT file
+changed). A config that keeps any of them in process is refused for N > 1
+(``blockers``) rather than quietly letting limits count per worker or two workers write
+one conversation.
 Health and breaker state are each worker's own, as each replica's are. Prometheus
 metrics of all workers are served together (prometheus-client's multiprocess mode).
 """
@@ -40,10 +41,9 @@ def blockers(settings: Settings, knowledge_on: bool) -> list[str]:
     if settings.auth_enabled and not settings.limits_shared:
         found.append("auth.limits.store is local: every worker would count its own limits "
                      "(use auth.limits.store: redis)")
-    if knowledge_on:
-        found.append("knowledge bases on local folders keep their ingestion jobs and loaded "
-                     "indexes in one process (set knowledge.enabled: false on the API "
-                     "workers, or run --workers 1)")
+    if knowledge_on and settings.jobs_store is not StoreKind.REDIS:
+        found.append("knowledge.jobs_store is sqlite: ingestion jobs would be known only to "
+                     "the worker that queued them (use knowledge.jobs_store: redis)")
     return found
 
 

@@ -84,6 +84,11 @@ class LlamaCppServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of the last process, once it has ended."""
+        return self._process.poll() if self._process is not None else None
+
     def start(self, timeout_s: float = 120.0) -> LlamaCppServer:
         if self.running():
             return self
@@ -94,6 +99,8 @@ class LlamaCppServer:
             fd, name = tempfile.mkstemp(prefix=f"llamacpp-{self.port}-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
+        if self._log_file is not None:  # a restart after the process died
+            self._log_file.close()  # type: ignore[attr-defined]
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self._log_file = log
         self._process = subprocess.Popen(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from gateway.api.deps import AdminPrincipal, ServicesDep
 from gateway.backends.health import probe
+from gateway.backends.registry import BackendRegistry
 from gateway.settings import BackendConfig
+from serving.supervisor import read_states
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -21,12 +24,14 @@ class NewBackend(BaseModel):
     backend: BackendConfig
 
 
-def _listing(services: Any) -> dict[str, Any]:
+def _listing(services: Any, supervised: dict[str, Any]) -> dict[str, Any]:
     pool = services.pool
     return {
         "object": "list",
+        "registry": _registry(services).describe(),
         "data": [
             {**b.describe(),
+             **({"supervisor": supervised[b.name]} if b.name in supervised else {}),
              "models": [r.name for r in pool.models.values()
                         if any(t.backend is b for t in r.targets)],
              "adapters": sorted({t.lora for r in pool.models.values() for t in r.targets
@@ -36,29 +41,36 @@ def _listing(services: Any) -> dict[str, Any]:
     }
 
 
+def _registry(services: Any) -> BackendRegistry:
+    assert services.registry is not None, "opened in the app's lifespan"
+    return services.registry
+
+
 @router.get("/backends")
 async def list_backends(services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    return _listing(services)
+    # the supervisor (in `ragate serve`'s parent) reports local backends through a file
+    supervised = await anyio.to_thread.run_sync(read_states)
+    return _listing(services, supervised)
 
 
 @router.post("/backends", status_code=201)
 async def add_backend(new: NewBackend, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    backend = services.pool.add_backend(new.model, new.backend)
+    backend = await _registry(services).add(new.model, new.backend)
     await probe(backend, services.settings.pool.health_timeout_s)
     return backend.describe()
 
 
 @router.post("/backends/{name}/drain")
 async def drain_backend(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    return services.pool.drain(name).describe()
+    return (await _registry(services).drain(name)).describe()
 
 
 @router.post("/backends/{name}/undrain")
 async def undrain_backend(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    return services.pool.undrain(name).describe()
+    return (await _registry(services).drain(name, drained=False)).describe()
 
 
 @router.delete("/backends/{name}")
 async def remove_backend(name: str, services: ServicesDep, _: AdminPrincipal) -> dict[str, Any]:
-    backend = services.pool.remove(name)
+    backend = await _registry(services).remove(name)
     return {"name": backend.name, "removed": True, "in_flight": backend.in_flight}

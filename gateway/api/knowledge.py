@@ -81,7 +81,7 @@ async def list_bases(services: ServicesDep, principal: KbAdminPrincipal) -> dict
 @router.get("/jobs/{job_id}")
 async def job(job_id: str, services: ServicesDep, principal: KbAdminPrincipal
               ) -> dict[str, Any]:
-    progress = _knowledge(services).job(job_id)
+    progress = await _knowledge(services).job(job_id)
     if not principal.may_use_knowledge_base(progress["knowledge_base"]):
         raise NotFoundError(f"no ingestion job {job_id}", code="job_not_found")
     return progress

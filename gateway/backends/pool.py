@@ -97,8 +97,29 @@ class BackendPool:
 
     # -- run-time changes -----------------------------------------------------------------
 
+    def serves(self, name: str, model: str) -> bool:
+        route = self.models.get(model)
+        return route is not None and any(t.backend.name == name for t in route.targets)
+
+    def check_add(self, model: str, config: BackendConfig) -> None:
+        """Raise the 409 ``add_backend`` would, changing nothing."""
+        name = backend_name(config)
+        backend = self.backends.get(name)
+        if backend is None or backend.removed:
+            return
+        if backend.url != config.url:
+            raise ConflictError(f"backend name {name!r} is already used for {backend.url}")
+        if backend.kind != config.kind:
+            # one server speaks one dialect: a second kind would be silently ignored
+            raise ConflictError(f"backend {name!r} is already declared as kind "
+                                f"{backend.kind}, not {config.kind}; give it a name to "
+                                "declare the same URL twice")
+        if self.serves(name, model):
+            raise ConflictError(f"backend {name!r} already serves model {model!r}")
+
     def add_backend(self, model: str, config: BackendConfig) -> Backend:
         """Add ``config`` to ``model``'s group, creating the model route if it is new."""
+        self.check_add(model, config)
         route = self.models.get(model)
         if route is None:
             route = ModelRoute(model, Policy.ROUND_ROBIN, make_policy(Policy.ROUND_ROBIN),
@@ -106,17 +127,7 @@ class BackendPool:
             self.models[model] = route
         name = backend_name(config)
         backend = self.backends.get(name)
-        if backend is not None and not backend.removed:
-            if backend.url != config.url:
-                raise ConflictError(f"backend name {name!r} is already used for {backend.url}")
-            if backend.kind != config.kind:
-                # one server speaks one dialect: a second kind would be silently ignored
-                raise ConflictError(f"backend {name!r} is already declared as kind "
-                                    f"{backend.kind}, not {config.kind}; give it a name to "
-                                    "declare the same URL twice")
-            if any(t.backend is backend for t in route.targets):
-                raise ConflictError(f"backend {name!r} already serves model {model!r}")
-        else:
+        if backend is None or backend.removed:
             backend = Backend(name, config, self.config, self._transport)
             self.backends[name] = backend
         route.targets.append(

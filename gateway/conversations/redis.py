@@ -61,6 +61,9 @@ class RedisConversationStore:
             raise StoreUnavailableError(f"redis is unreachable: {exc}") from exc
         return self
 
+    async def ping(self) -> None:
+        await self._call(self.redis.ping())
+
     async def close(self) -> None:
         await self.redis.aclose()
 

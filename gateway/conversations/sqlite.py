@@ -58,6 +58,9 @@ class SqliteConversationStore:
     def db(self) -> sqlite3.Connection:
         return self._thread.db
 
+    async def ping(self) -> None:
+        await self._run(self.db.execute, "SELECT 1 FROM conversations LIMIT 1")
+
     async def close(self) -> None:
         await self._thread.close()
 

@@ -63,6 +63,10 @@ class ConversationStore(Protocol):
         self, conversation_id: str, wait_s: float
     ) -> AbstractAsyncContextManager[None]: ...
 
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError when the store cannot answer (for /ready)."""
+        ...
+
     async def close(self) -> None: ...
 
 

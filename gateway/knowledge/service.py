@@ -1,16 +1,20 @@
 """Knowledge bases seen from the gateway: every rag call runs in a worker thread.
 
 Lifecycle: ``start()`` loads the embedding model in a thread (never on a request);
-ingestion jobs run one at a time, their files parsed and embedded in a pool of worker
-processes (``rag.workers``), while their progress is readable from the API; opened
-bases are cached and refreshed when another process (the CLI, a second replica)
-published a newer version.
+uploads are staged and queued on a job board (``gateway.knowledge.jobs``: this process,
+or Redis for every replica), where a runner (``gateway.knowledge.runner``: here, or in
+``ragate worker``) takes them one at a time, their files parsed and embedded in a pool
+of worker processes (``rag.workers``), and reports their progress; opened bases are
+cached and refreshed when another process (the CLI, a worker, a second replica)
+published a newer version: every request reads the base's CURRENT file, so a replica
+serves the newest version from its next request on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -27,7 +31,10 @@ from gateway.errors import (
     GatewayError,
     NotFoundError,
     PayloadTooLargeError,
+    StoreUnavailableError,
 )
+from gateway.knowledge.jobs import JobBoard, LocalJobBoard
+from gateway.knowledge.runner import JobRunner, remove_staged
 from gateway.settings import KnowledgeConfig
 
 log = logging.getLogger("ragate.knowledge")
@@ -61,13 +68,20 @@ def translate(exc: Exception) -> GatewayError:
     return GatewayError(f"knowledge base error: {exc}")
 
 
+REAP_EVERY_S = 5.0
+
+
 class KnowledgeService:
-    def __init__(self, config: KnowledgeConfig, root: Path) -> None:
+    def __init__(self, config: KnowledgeConfig, root: Path, board: JobBoard | None = None,
+                 *, run_jobs: bool | None = None) -> None:
         self.config = config
         self.root = root
         self.embedder: Any = None
         self.store: Any = None
-        self.jobs: dict[str, Any] = {}
+        self.board: JobBoard = board or LocalJobBoard()
+        self.run_jobs = config.run_jobs if run_jobs is None else run_jobs
+        self.runner: JobRunner | None = None
+        self.alive_file: Path | None = None  # touched by the runner's heartbeat (a probe's)
         self._bases: dict[str, Any] = {}
         self._write_limiter = anyio.CapacityLimiter(1)
         # one embedding call at a time: the model runs one forward pass well, and a queue
@@ -84,7 +98,9 @@ class KnowledgeService:
         from rag.workers import IngestPool, MiB, WorkerLimits
 
         self.store = rag.KnowledgeBaseStore(self.root)
-        if self.config.ingest_workers != 0:  # parsing and embedding off the API process
+        await self.board.open()
+        if self.run_jobs and self.config.ingest_workers != 0:  # parsing and embedding off
+            # the API process
             self.pool = IngestPool(self.config.ingest_workers,
                                    WorkerLimits(self.config.worker_memory_mb * MiB))
         path = self.config.embedding_model
@@ -93,7 +109,39 @@ class KnowledgeService:
         if self.pool is not None and self.config.warm_workers:
             self.pool.warm = getattr(self.embedder, "spec", None)
             await anyio.to_thread.run_sync(self.pool.start)  # spawning takes a moment
-        log.info("knowledge bases under %s, embedding model %s", self.root, self.embedder.name)
+        loop = asyncio.get_running_loop()
+        if self.board.shared:
+            self._keep(loop.create_task(self._reap_loop()))
+        if self.run_jobs:
+            self.runner = await JobRunner(self, self.board, ttl_s=self.config.job_heartbeat_s,
+                                          alive_file=self.alive_file).start()
+        log.info("knowledge bases under %s, embedding model %s, jobs %s%s", self.root,
+                 self.embedder.name, type(self.board).__name__,
+                 "" if self.run_jobs else " (run by workers)")
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reap_loop(self) -> None:
+        """Fail the jobs of runners that died (any process may: the check is atomic)."""
+        while True:
+            await asyncio.sleep(REAP_EVERY_S)
+            try:
+                for spec in await self.board.reap():
+                    log.warning("ingestion job %s failed: its runner died", spec["job_id"])
+                    await anyio.to_thread.run_sync(remove_staged, spec)
+            except GatewayError as exc:
+                log.warning("job board: %s", exc)
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError when the bases' folder cannot be read or written
+        (a shared volume that went away), for /ready."""
+        def usable() -> bool:
+            return self.root.is_dir() and os.access(self.root, os.R_OK | os.W_OK | os.X_OK)
+        if not await anyio.to_thread.run_sync(usable):
+            raise StoreUnavailableError(f"knowledge store {self.root} is not readable and "
+                                        "writable")
 
     async def embed(self, texts: list[str]) -> tuple[Any, list[int]]:
         """Vectors (normalized float32 rows) and token counts of ``texts``, for the
@@ -114,10 +162,14 @@ class KnowledgeService:
         return await anyio.to_thread.run_sync(embed, limiter=self._embed_limiter)
 
     async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
         for task in list(self._tasks):
-            await asyncio.wait({task}, timeout=30)
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
         if self.pool is not None:
             await anyio.to_thread.run_sync(self.pool.close)
+        await self.board.close()
 
     async def _run(self, fn: Any, *args: Any, limiter: anyio.CapacityLimiter | None = None
                    ) -> Any:
@@ -237,31 +289,36 @@ class KnowledgeService:
         return rag.UploadLimits(c.max_file_bytes, c.max_files, c.max_upload_bytes)
 
     async def ingest(self, name: str, files: Sequence[tuple[str, Path]]) -> dict[str, Any]:
-        """Queue a job over files already on disk (the job owns and removes them)."""
+        """Queue a job over files already staged (the job owns and removes them)."""
         import rag
 
-        base = await self._run(self._base, name)
-        job = rag.IngestJob(name, [(path, filename) for filename, path in files])
-        self.jobs[job.id] = job
-        task = asyncio.get_running_loop().create_task(self._work(job, base, files))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return job.progress().to_dict()
-
-    async def _work(self, job: Any, base: Any, files: Sequence[tuple[str, Path]]) -> None:
         try:
-            await anyio.to_thread.run_sync(lambda: job.run(base, pool=self.pool),
-                                           limiter=self._write_limiter)
-        finally:
-            folders = {path.parent for _, path in files}
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
+            await self._run(self.store.manifest, name)  # 404 now, not in the job
+            job = rag.IngestJob(name, [(path, filename) for filename, path in files])
+            progress = job.progress().to_dict()
+            await self.board.submit({"job_id": job.id, "knowledge_base": name,
+                                     "files": [[f, str(p)] for f, p in files]}, progress)
+        except BaseException:
+            await anyio.to_thread.run_sync(remove_staged, {"files": [[f, str(p)]
+                                                                     for f, p in files]})
+            raise
+        return progress
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        job = self.jobs.get(job_id)
-        if job is None:
+    async def writable_base(self, name: str) -> Any:
+        """A base opened with its embedder, for a runner's job."""
+        return await self._run(self._base, name)
+
+    async def run_job(self, job: Any, base: Any, on_progress: Any) -> Any:
+        """Run an ingestion job to its end (a failure is its report, never raised)."""
+        return await anyio.to_thread.run_sync(
+            lambda: job.run(base, on_progress=on_progress, pool=self.pool),
+            limiter=self._write_limiter)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        progress = await self.board.get(job_id)
+        if progress is None:
             raise NotFoundError(f"no ingestion job {job_id}", code="job_not_found")
-        return job.progress().to_dict()  # type: ignore[no-any-return]
+        return progress
 
     async def stage(self, uploads: Sequence[tuple[str | None, BinaryIO]]
                     ) -> list[tuple[str, Path]]:

@@ -128,6 +128,52 @@ def gateway_factory() -> Iterator[Any]:
             gateway.stop()
 
 
+class WorkerProcess:
+    """``python -m gateway worker`` on a config; alive once its heartbeat file appears."""
+
+    def __init__(self, config_path: Path, workdir: Path) -> None:
+        self.config_path = config_path
+        self.alive_file = workdir / f"worker-{time.monotonic_ns()}.alive"
+        self.log_path = workdir / f"{self.alive_file.stem}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "worker", "-c", str(self.config_path),
+             "--alive-file", str(self.alive_file)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while not self.alive_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"worker did not start:\n{self.log()}")
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to report anything."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
 class RedisServer:
     """A redis-server of our own on a free port (the shared one is never touched)."""
 
@@ -162,3 +208,13 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, which it may stop and start."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

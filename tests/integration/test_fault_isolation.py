@@ -88,15 +88,6 @@ def test_an_oversized_stream_does_not_poison_the_next_request(gateway: GatewayPr
             assert client.post("/v1/chat/completions", json=GOOD).status_code == 200
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_a_redis_restart_costs_no_request(llama_pair: list[LlamaCppServer],
                                           own_redis: RedisServer, tmp_path: Path) -> None:
     extra = {"conversations": {"store": "redis", "redis_url": own_redis.url}}

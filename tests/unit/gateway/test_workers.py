@@ -14,13 +14,17 @@ def test_the_embedded_default_runs_one_worker_and_says_why() -> None:
     settings = Settings()
     reasons = blockers(settings, knowledge_on=True)
     assert any("conversations.store is sqlite" in r for r in reasons)
-    assert any("knowledge bases" in r for r in reasons)
+    assert any("knowledge.jobs_store is sqlite" in r for r in reasons)
     assert default_workers(settings, knowledge_on=True) == 1
 
 
 def test_shared_state_gets_a_worker_per_core() -> None:
     settings = Settings(**SHARED)
     assert blockers(settings, knowledge_on=False) == []
+    # the jobs follow the conversations into Redis: knowledge bases no longer block
+    assert blockers(settings, knowledge_on=True) == []
+    assert blockers(Settings(**SHARED, knowledge={"jobs_store": "sqlite"}),
+                    knowledge_on=True) != []
     assert default_workers(settings, knowledge_on=False) == (os.cpu_count() or 1)
 
 

@@ -1,0 +1,137 @@
+"""Knowledge bases across replicas: two gateway processes share a Redis of the test's own
+and one knowledge root (the volume replicas share). An upload through one is found
+through the other; its job is reported by either; a separate `ragate worker` runs the
+jobs, and a job whose worker was killed is failed with the reason, not left running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import GatewayProcess, RedisServer, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT_S = 2.0  # knowledge.job_heartbeat_s; the board reaps every 5 s
+REAP_BOUND_S = HEARTBEAT_S + 5 + 3
+FACT = "The Quillmoor ferry leaves the harbour at seven and carries forty bicycles."
+
+
+def config(redis_url: str, root: Path, *, run_jobs: bool = True) -> dict[str, Any]:
+    return {
+        "local_backends": [],
+        "conversations": {"store": "redis", "redis_url": redis_url, "key_prefix": "kr"},
+        "knowledge": {"enabled": True, "root": str(root), "ingest_workers": 0,
+                      "run_jobs": run_jobs, "job_heartbeat_s": HEARTBEAT_S},
+        "models": [{"name": "m", "backends": [{"url": "http://127.0.0.1:9", "model": "m"}]}],
+    }
+
+
+def within(seconds: float, check: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, "not within the bound"
+        time.sleep(0.1)
+
+
+def job_of(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    r = client.get(f"/v1/knowledge_bases/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def finished(client: httpx.Client, job_id: str, seconds: float = 120) -> dict[str, Any]:
+    return within(seconds, lambda: (job := job_of(client, job_id))["status"]  # type: ignore[no-any-return]
+                  in ("done", "failed") and job)
+
+
+def upload(client: httpx.Client, base: str, files: dict[str, bytes]) -> str:
+    r = client.post(f"/v1/knowledge_bases/{base}/documents",
+                    files=[("files", (name, data, "text/plain")) for name, data in files.items()])
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]  # type: ignore[no-any-return]
+
+
+def hits(client: httpx.Client, base: str, query: str) -> list[str]:
+    r = client.post(f"/v1/knowledge_bases/{base}/search", json={"query": query})
+    assert r.status_code == 200, r.text
+    return [p["document"] for p in r.json()["data"]]
+
+
+@pytest.fixture
+def shared(own_redis: RedisServer, tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def replica(**options: Any) -> GatewayProcess:
+        workdir = tmp_path / f"replica-{len(started)}"
+        workdir.mkdir()
+        gateway = GatewayProcess(config(own_redis.url, tmp_path / "kb", **options), workdir)
+        started.append(gateway)
+        return gateway.start()
+
+    try:
+        yield replica
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+def test_an_upload_through_one_replica_is_found_and_reported_through_the_other(
+        shared: Callable[..., GatewayProcess]) -> None:
+    first, second = shared(), shared()
+    with (httpx.Client(base_url=first.url, timeout=60) as one,
+          httpx.Client(base_url=second.url, timeout=60) as two):
+        assert one.post("/v1/knowledge_bases", json={"name": "harbour"}).status_code == 201
+        assert hits(two, "harbour", "ferry bicycles") == []  # loaded before the upload
+        job_id = upload(one, "harbour", {"ferry.txt": FACT.encode()})
+        job = finished(two, job_id)
+        assert job["status"] == "done" and job["added"] == ["ferry.txt"], job
+        # the other replica serves the new version from its next request on
+        assert hits(two, "harbour", "When does the ferry leave?")[:1] == ["ferry.txt"]
+        assert two.delete("/v1/knowledge_bases/harbour/documents/ferry.txt").status_code == 200
+        assert hits(one, "harbour", "When does the ferry leave?") == []
+
+
+def test_a_worker_runs_the_jobs_and_a_killed_workers_job_is_failed(
+        shared: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    api = shared(run_jobs=False)
+    other = shared(run_jobs=False)
+    with (httpx.Client(base_url=api.url, timeout=60) as one,
+          httpx.Client(base_url=other.url, timeout=60) as two):
+        assert one.post("/v1/knowledge_bases", json={"name": "port"}).status_code == 201
+        queued = upload(one, "port", {"ferry.txt": FACT.encode()})
+        time.sleep(1.5)
+        assert job_of(two, queued)["status"] == "queued"  # no API replica runs it
+        worker = WorkerProcess(api.config_path, tmp_path).start()
+        try:
+            assert finished(two, queued)["status"] == "done"
+            assert hits(two, "port", "ferry")[:1] == ["ferry.txt"]
+            # a job long enough to be caught running: many files, each embedded
+            many = {f"part-{n}.txt": ((f"Section {n}. " + FACT + " ") * 400).encode()
+                    for n in range(40)}
+            long_job = upload(one, "port", many)
+            within(60, lambda: job_of(two, long_job)["status"] == "running")
+            worker.kill()
+            started = time.monotonic()
+            job = finished(two, long_job, seconds=REAP_BOUND_S + 5)
+            took = time.monotonic() - started
+            assert job["status"] == "failed" and "heartbeat" in job["message"], job
+            assert took <= REAP_BOUND_S, took
+            assert "part-0.txt" not in [d["source"] for d in one.get(
+                "/v1/knowledge_bases/port/documents").json()["data"]]
+            # a new worker takes the next job
+            worker = WorkerProcess(api.config_path, tmp_path).start()
+            again = upload(one, "port", {"again.txt": b"The lighthouse keeper owns a cat."})
+            assert finished(one, again)["status"] == "done"
+        finally:
+            worker.stop()
+        staged = tmp_path / "kb" / ".uploads"
+        assert not staged.exists() or list(staged.iterdir()) == []  # nothing left behind
