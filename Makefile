@@ -12,7 +12,7 @@ SDIST  ?= $(HOME)/.cache/ragate/sdist
 # AMX/AVX-512 crashed with a general protection fault in libggml-cpu on the first request
 # (a VM that advertises AMX tiles it does not enable), and the cached wheel outlives the CPU.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
-EXTRAS ?= local,rag,ocr,finetune,dev
+EXTRAS ?= local,rag,ocr,milvus,finetune,dev
 
 .PHONY: install run test lint browser unit integration clean
 

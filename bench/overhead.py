@@ -20,6 +20,10 @@ targets on loopback, one after the other:
 - ``ragate-w1`` / ``ragate-w2``: ``ragate serve --workers 1`` / ``--workers 2`` with the
   conversations in a Redis of the script's own (what more than one worker needs), not
   pinned: two workers need both cores, which they then share with wrk and the backend;
+- ``replicas-1`` / ``replicas-2``: one / two separate ``ragate serve --workers 1``
+  processes sharing a Redis of the script's own (conversations, backend registry), behind
+  nginx round-robin (the balancer a deployment has in front of its replicas); the
+  replicas unpinned, nginx on the helpers' core; the cpu columns are then nginx's;
 - ``litellm``: ``litellm --num_workers 1`` (uvicorn) from its own venv
   ``bench/.venv-litellm`` (created with ``pip install 'litellm[proxy]'`` on first use),
   one model ``fake`` = ``openai/fake-upstream`` at the fake backend, no master key,
@@ -341,13 +345,14 @@ def tenants_config(prefix: str, store: str, redis_url: str | None) -> str:
 
 def start_ragate(procs: Processes, workdir: Path, backend: str,
                  cpus: set[int] | None, tenants: str | None = None,
-                 redis_url: str | None = None, workers: int | None = None
-                 ) -> tuple[Proc, str]:
+                 redis_url: str | None = None, workers: int | None = None,
+                 label: str | None = None) -> tuple[Proc, str]:
     """``tenants``: None (open gateway), "redis" or "local" (keys, grants, limits on).
     ``workers``: ``--workers N``, with the conversations in ``redis_url`` (what more than
     one worker needs)."""
     port = free_port()
-    name = "ragate-tenants" if tenants else f"ragate-w{workers}" if workers else "ragate"
+    name = label or ("ragate-tenants" if tenants else f"ragate-w{workers}" if workers
+                     else "ragate")
     config = workdir / f"{name}.yaml"
     prefix = f"ragate-bench-{os.getpid()}"
     shared = (f"conversations: {{store: redis, redis_url: \"{redis_url}\", "
@@ -390,7 +395,7 @@ http {
   access_log off;
   client_body_temp_path %(workdir)s/nginx-body;
   proxy_temp_path %(workdir)s/nginx-proxy;
-  upstream backend { server %(backend)s; keepalive 64; }
+  upstream backend { %(servers)s keepalive 64; }
   server {
     listen %(host)s:%(port)d;
     location / {
@@ -404,17 +409,20 @@ http {
 """
 
 
-def start_nginx(procs: Processes, workdir: Path, backend: str, cpus: set[int] | None
-                ) -> tuple[Proc, str]:
+def start_nginx(procs: Processes, workdir: Path, backend: str | list[str],
+                cpus: set[int] | None) -> tuple[Proc, str]:
     """Debian's nginx as the reference reverse proxy: one worker, keep-alive upstream,
-    no buffering (what a streaming proxy needs), no access log (ragate logs none here)."""
+    no buffering (what a streaming proxy needs), no access log (ragate logs none here).
+    Several backends: round-robin over them (the balancer in front of replicas)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         raise BenchError("nginx is missing: apt-get install -y nginx")
     port = free_port()
     config = workdir / "nginx.conf"
+    upstreams = [backend] if isinstance(backend, str) else backend
+    servers = " ".join(f"server {u.split('://', 1)[1]};" for u in upstreams)
     config.write_text(NGINX_CONF % {"workdir": workdir, "host": HOST, "port": port,
-                                    "backend": backend.split("://", 1)[1]})
+                                    "servers": servers})
     proc = procs.start("nginx", [nginx, "-p", str(workdir), "-c", str(config)], cpus=cpus)
     base = f"http://{HOST}:{port}"
     wait_ready(proc, base + "/health", 15)
@@ -563,6 +571,20 @@ def target_running(name: str, procs: Processes, workdir: Path, layout: Layout,
                 started.append(store)
                 sut, base = start_ragate(procs, workdir, backend_base, None,
                                          redis_url=redis_url, workers=int(name[-1]))
+            elif name in ("replicas-1", "replicas-2"):
+                # N gateways sharing a Redis (conversations, registry), one process each,
+                # behind nginx round-robin on the helpers' core; the replicas get every
+                # CPU, alike for both runs (the cpu columns are then nginx's)
+                store, redis_url = start_redis(procs, layout.helpers)
+                started.append(store)
+                replicas = []
+                for index in range(int(name[-1])):
+                    replica, replica_base = start_ragate(
+                        procs, workdir, backend_base, None, redis_url=redis_url, workers=1,
+                        label=f"{name}-{index}")
+                    started.append(replica)
+                    replicas.append(replica_base)
+                sut, base = start_nginx(procs, workdir, replicas, layout.helpers)
             elif name == "nginx":
                 sut, base = start_nginx(procs, workdir, backend_base, layout.sut)
             else:
@@ -649,6 +671,9 @@ def summarize(results: list[Result], concurrency: list[int]) -> dict[str, Any]:
         one, two = by.get(("ragate-w1", mode, high)), by.get(("ragate-w2", mode, high))
         if one and two and one.rps > 0:
             entry["workers_2_over_1"] = round(two.rps / one.rps, 2)
+        one, two = by.get(("replicas-1", mode, high)), by.get(("replicas-2", mode, high))
+        if one and two and one.rps > 0:
+            entry["replicas_2_over_1"] = round(two.rps / one.rps, 2)
         keyed_hi = by.get(("litellm-key", mode, high))
         if on_hi and keyed_hi and keyed_hi.rps > 0:
             entry["tenants_ratio_over_litellm_key"] = round(on_hi.rps / keyed_hi.rps, 1)
@@ -691,6 +716,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         if "workers_2_over_1" in entry:
             lines.append(f"- {label}: ragate --workers 2 / --workers 1 throughput at c={high} "
                          f"(shared Redis, unpinned): {entry['workers_2_over_1']:.2f}x")
+        if "replicas_2_over_1" in entry:
+            lines.append(f"- {label}: two replicas / one behind nginx, throughput at c={high} "
+                         f"(shared Redis, unpinned): {entry['replicas_2_over_1']:.2f}x")
         if "litellm_added_p50_ms" in entry:
             lines.append(f"- {label}: LiteLLM added p50 at c={low}: "
                          f"{entry['litellm_added_p50_ms']:.2f} ms")
@@ -756,7 +784,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", nargs="+",
                         default=["backend", "nginx", "ragate", "litellm"],
                         choices=["backend", "nginx", "ragate", "ragate-tenants",
-                                 "ragate-w1", "ragate-w2", "litellm", "litellm-key"])
+                                 "ragate-w1", "ragate-w2", "replicas-1", "replicas-2",
+                                 "litellm", "litellm-key"])
     parser.add_argument("--skip-litellm", action="store_true", help="no LiteLLM run")
     parser.add_argument("--tenants-store", choices=["redis", "local"], default="redis",
                         help="ragate-tenants: keys and limits in Redis (replicas) or local")

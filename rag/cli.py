@@ -11,11 +11,19 @@ from rag.errors import RagError
 from rag.index import INDEX_KINDS
 from rag.retrieval import MODES
 
+MILVUS_ENV = "RAGATE_KNOWLEDGE__MILVUS_URI"  # the gateway's knowledge.milvus_uri
 
-def _store(data_dir: str):
-    from rag.knowledge_base import KnowledgeBaseStore
 
-    return KnowledgeBaseStore(Path(data_dir) / "knowledge_bases")
+def _store(data_dir: str, milvus_uri: str | None = None, default: str = "local"):
+    """The folders under ``data_dir``, and the Milvus that ``milvus_uri`` (or the
+    gateway's variable, or an embedded milvus-lite there) names: the commands find a
+    base in either."""
+    import os
+
+    from rag.stores import open_stores
+
+    return open_stores(Path(data_dir) / "knowledge_bases", store=default,
+                       milvus_uri=milvus_uri or os.environ.get(MILVUS_ENV))
 
 
 def _embedder(model: str | None, hint: str | None = None):
@@ -66,12 +74,15 @@ def kb() -> None:
 @click.option("--ocr", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="auto: pages without a text layer and images; always: "
               "also the images on pages with text; never: no OCR.")
+@click.option("--store", "store_kind", type=click.Choice(["local", "milvus"]),
+              default="local", show_default=True, help=f"milvus: the one ${MILVUS_ENV} "
+              "names, else an embedded milvus-lite under DATA_DIR.")
 def create(name: str, data_dir: str, model: str | None, index_kind: str, chunk_size: int,
-           chunk_overlap: int, unit: str, ocr: str) -> None:
+           chunk_overlap: int, unit: str, ocr: str, store_kind: str) -> None:
     """Create an empty knowledge base NAME."""
     from rag.snapshot import ChunkingConfig
 
-    store = _store(data_dir)
+    store = _store(data_dir, default=store_kind)
     if store.exists(name):  # also validates the name before the model takes seconds to load
         raise click.ClickException(f"knowledge base {name!r} already exists")
     chunking = ChunkingConfig(chunk_size, chunk_overlap, "tokens" if unit == "tokens" else "chars")
@@ -228,3 +239,27 @@ def rebuild(name: str, data_dir: str, model: str | None, index_kind: str | None)
                      on_progress=lambda done, _: bar.update(done - bar.pos))
     click.echo(f"rebuilt {name} with {embedder.name} ({embedder.dimension} dims), "
                f"version {base.version}")
+
+
+@kb.command()
+@click.argument("name")
+@data_dir_option
+@click.option("--to", "target", type=click.Choice(["milvus"]), required=True,
+              help="The store to move NAME into.")
+@click.option("--milvus-uri", default=None, help="http://host:19530, or a milvus-lite "
+              f"folder ending in .db (default: ${MILVUS_ENV}, else "
+              "DATA_DIR/knowledge_bases/milvus.db)")
+def migrate(name: str, data_dir: str, target: str, milvus_uri: str | None) -> None:
+    """Move local knowledge base NAME into Milvus as it is: its chunks, tokens and vectors
+    are copied, nothing is parsed or embedded again; the folder goes once Milvus has all."""
+    stores = _store(data_dir, milvus_uri, default=target)
+    if stores.milvus is not None and stores.milvus.exists(name):
+        raise click.ClickException(f"knowledge base {name!r} is already in Milvus")
+    manifest = stores.local.manifest(name)
+    with click.progressbar(length=manifest.chunks, label="chunks", show_pos=True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.pos)
+
+        moved = stores.migrate(name, on_progress=progress)
+    click.echo(f"moved {name} to {stores.milvus.uri}: {moved.documents} documents, "  # type: ignore[union-attr]
+               f"{moved.chunks} chunks (collection {moved.collection})")

@@ -287,6 +287,20 @@ class KnowledgeBase:
         if not self._own_retrieval:
             self.retrieval = RetrievalConfig.for_embedder(embedder.name)
 
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold this base's writer lock (no other process writes it meanwhile)."""
+        with self._write_lock, _file_lock(self.path / LOCK, self.lock_timeout):
+            yield
+
+    def live_snapshot(self) -> Snapshot:
+        """The snapshot CURRENT names now (read under ``writer_lock`` to copy it whole)."""
+        return self._load_live()
+
+    def exists(self) -> bool:
+        """False once the base was deleted (by this process or another)."""
+        return (self.path / SNAPSHOTS).is_dir()
+
     # -- internals --------------------------------------------------------------------
     def _require_embedder(self) -> Embedder:
         if self.embedder is None:
@@ -524,6 +538,7 @@ class KnowledgeBaseInfo:
     version: int
     updated_at: float
     size_bytes: int = 0  # the live version's files on disk (database and indexes)
+    store: str = "local"
 
 
 def _live_size(folder: Path) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +26,24 @@ class ChunkView(Protocol):
 
     dense: DenseIndex
     lexical: LexicalIndex
+
+    def get_chunks(self, row_ids: Sequence[int]) -> dict[int, Chunk]: ...
+
+    def get_range(self, doc_id: str, first: int, last: int) -> list[Chunk]: ...
+
+
+@runtime_checkable
+class RankingView(Protocol):
+    """A snapshot whose store ranks the candidates itself (Milvus), instead of the
+    in-memory indexes of a ChunkView; retrieval fuses and expands them the same way."""
+
+    chunk_count: int
+
+    def candidates(self, tokens: Sequence[str], vector: np.ndarray | None, k: int
+                   ) -> tuple[dict[int, float], dict[int, float]]:
+        """Normalised BM25 scores (the score over the query terms' summed idf) and
+        cosines, each of the ``k`` best; None ``vector``: lexical only."""
+        ...
 
     def get_chunks(self, row_ids: Sequence[int]) -> dict[int, Chunk]: ...
 
@@ -168,7 +186,7 @@ class HybridRetriever:
 
     def __init__(
         self,
-        view: ChunkView,
+        view: ChunkView | RankingView,
         embedder: Embedder | None,
         config: RetrievalConfig | None = None,
         *,
@@ -194,9 +212,38 @@ class HybridRetriever:
         c = config or self.config
         alpha = self.dense_weight(query, c)
         share = cjk_share(query) if c.dense_scale_cjk is not None else 0.0
-        view = self.view
-        lex_scores: dict[int, float] = {}
         tokens = tokenize(query) if alpha < 1.0 else []
+        if isinstance(self.view, RankingView):  # a store that searches on its server
+            vector = self._query_vector(query) if alpha > 0.0 and self.view.chunk_count else None
+            lex_scores, dense_scores = self.view.candidates(tokens, vector, c.candidates)
+        else:
+            lex_scores, dense_scores = self._candidates(query, tokens, alpha, c)
+        if c.fusion == "rrf" and c.mode == "hybrid":
+            return _rrf(lex_scores, dense_scores, c.rrf_k)
+        hits = []
+        for row in lex_scores.keys() | dense_scores.keys():
+            lex = lex_scores.get(row)
+            dense = dense_scores.get(row)
+            score = (1 - alpha) * (lex or 0.0) + alpha * (c.dense_score(dense, share)
+                                                          if dense is not None else 0.0)
+            hits.append(_Hit(row, score, dense, lex))
+        hits.sort(key=lambda h: (-h.score, h.row_id))
+        return hits
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        if self.embedder is None:
+            raise EmbedderMissingError(
+                "dense retrieval needs an embedder: open the knowledge base with one, "
+                "or search with mode='lexical'"
+            )
+        return embed_queries(self.embedder, [query])[0]
+
+    def _candidates(self, query: str, tokens: list[str], alpha: float, c: RetrievalConfig
+                    ) -> tuple[dict[int, float], dict[int, float]]:
+        """Lexical (normalised BM25) and dense (cosine) scores of the candidates, each
+        side filled in for the other's, from the in-memory indexes."""
+        view = cast(ChunkView, self.view)
+        lex_scores: dict[int, float] = {}
         norm = view.lexical.normaliser(tokens) if tokens else 0.0
         if norm > 0:
             all_scores = view.lexical.scores(tokens) / norm
@@ -204,12 +251,7 @@ class HybridRetriever:
             lex_scores = dict(zip(ids.tolist(), scores.tolist(), strict=True))
         dense_scores: dict[int, float] = {}
         if alpha > 0.0 and len(view.dense):
-            if self.embedder is None:
-                raise EmbedderMissingError(
-                    "dense retrieval needs an embedder: open the knowledge base with one, "
-                    "or search with mode='lexical'"
-                )
-            vector = embed_queries(self.embedder, [query])[0]
+            vector = self._query_vector(query)
             ids, scores = view.dense.search(vector, c.candidates)
             dense_scores = dict(zip(ids.tolist(), scores.tolist(), strict=True))
             if alpha < 1.0:
@@ -222,17 +264,7 @@ class HybridRetriever:
                     found, where = view.lexical.positions(extra)
                     values = np.where(found, all_scores[where], 0.0)
                     lex_scores.update(zip(extra, values.tolist(), strict=True))
-        if c.fusion == "rrf" and c.mode == "hybrid":
-            return _rrf(lex_scores, dense_scores, c.rrf_k)
-        hits = []
-        for row in lex_scores.keys() | dense_scores.keys():
-            lex = lex_scores.get(row)
-            dense = dense_scores.get(row)
-            score = (1 - alpha) * (lex or 0.0) + alpha * (c.dense_score(dense, share)
-                                                          if dense is not None else 0.0)
-            hits.append(_Hit(row, score, dense, lex))
-        hits.sort(key=lambda h: (-h.score, h.row_id))
-        return hits
+        return lex_scores, dense_scores
 
     def retrieve(self, query: str, **overrides) -> list[Passage]:
         """Passages for ``query``: ranked, thresholded, expanded, deduplicated, budgeted.

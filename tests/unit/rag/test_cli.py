@@ -54,3 +54,20 @@ def test_errors_are_one_line_not_tracebacks(run):
     assert "Traceback" not in result.output
     result = run("create", "../escape")
     assert result.exit_code == 1 and "invalid knowledge base name" in result.output
+
+
+def test_migrate_moves_a_base_into_milvus_and_every_command_finds_it_there(
+        run, tmp_path: Path) -> None:
+    assert run("create", "manual").exit_code == 0
+    doc = tmp_path / "说明.txt"
+    doc.write_text("打印机的墨盒在右侧抽屉里。更换墨盒前请关闭电源。", encoding="utf-8")
+    assert run("ingest", "manual", str(doc)).exit_code == 0
+    uri = str(tmp_path / "data" / "knowledge_bases" / "milvus.db")
+    moved = run("migrate", "manual", "--to", "milvus")
+    assert moved.exit_code == 0, moved.output
+    assert "1 documents" in moved.output and uri in moved.output
+    assert not (tmp_path / "data" / "knowledge_bases" / "manual").exists()
+    found = run("search", "manual", "墨盒在哪里")
+    assert found.exit_code == 0 and "右侧抽屉" in found.output, found.output
+    again = run("migrate", "manual", "--to", "milvus")
+    assert again.exit_code == 1 and "already in Milvus" in again.output

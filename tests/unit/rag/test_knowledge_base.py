@@ -1,6 +1,9 @@
-"""Knowledge bases: store operations, dedupe by hash, updates, deletes, rebuilds, refresh."""
+"""Knowledge bases: store operations, dedupe by hash, updates, deletes, rebuilds, refresh;
+each test on the local folders and on Milvus (milvus-lite, embedded), through one interface."""
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FakeEmbedder
@@ -15,7 +18,9 @@ from rag.errors import (
 )
 from rag.ingest import ingest_files
 from rag.knowledge_base import KnowledgeBaseStore
+from rag.milvus_store import MilvusKnowledgeBaseStore
 from rag.snapshot import ChunkingConfig
+from rag.stores import KnowledgeStores
 
 CITIES = {
     "beijing.txt": "北京是中华人民共和国的首都，也是全国的政治中心和文化中心。故宫位于北京市中心。",
@@ -29,6 +34,20 @@ def write_files(folder: Path, files: dict[str, str]) -> list[Path]:
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
     return [folder / name for name in files]
+
+
+@pytest.fixture(params=["local", "milvus"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    local = KnowledgeBaseStore(tmp_path / "kbs")
+    if request.param == "local":
+        yield local
+        return
+    milvus = MilvusKnowledgeBaseStore(str(tmp_path / "milvus.db"), tmp_path / "locks")
+    yield KnowledgeStores(local, milvus, default="milvus")
+
+
+def on_milvus(store: Any) -> bool:
+    return isinstance(store, KnowledgeStores)
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", "", ".hidden", "a..b", "-x", "x" * 65, "a\\b"])
@@ -127,7 +146,8 @@ def test_rebuild_with_another_model(store, kb, tmp_path: Path):
 def test_other_instances_see_new_versions_after_refresh(store, kb, embedder, tmp_path: Path):
     reader = store.open("docs", embedder)
     ingest_files(kb, write_files(tmp_path / "a", CITIES))
-    assert reader.documents() == []
+    # a local reader keeps its snapshot until it refreshes; Milvus' rows are on the server
+    assert len(reader.documents()) == (3 if on_milvus(store) else 0)
     assert reader.refresh() is True and len(reader.documents()) == 3
     assert reader.refresh() is False
 
@@ -143,8 +163,33 @@ def test_lexical_search_needs_no_embedder(store, kb, tmp_path: Path):
     assert result.status == "failed" and "EmbedderMissingError" in result.message
 
 
-def test_old_snapshots_are_collected(kb, tmp_path: Path):
+def test_old_snapshots_are_collected(store, kb, tmp_path: Path):
+    if on_milvus(store):
+        pytest.skip("Milvus keeps no snapshots")
     for i in range(4):
         ingest_files(kb, write_files(tmp_path / f"v{i}", {f"f{i}.txt": f"文件{i}的内容。" * 5}))
     snapshots = sorted(p.name for p in (kb.path / "snapshots").iterdir())
     assert snapshots == [f"v{kb.version - 1:06d}", f"v{kb.version:06d}"]
+
+
+def test_a_local_base_migrates_to_milvus_without_parsing_or_embedding(
+        tmp_path: Path, embedder: FakeEmbedder) -> None:
+    stores = KnowledgeStores(KnowledgeBaseStore(tmp_path / "kbs"),
+                             MilvusKnowledgeBaseStore(str(tmp_path / "m.db"), tmp_path / "locks"))
+    kb = stores.create("docs", embedder, chunking=ChunkingConfig(120, 20))
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    before = {q: [(p.source, p.text) for p in kb.search(q)]
+              for q in ("上海的著名景点有哪些", "similarity search of dense vectors", "故宫")}
+    calls = embedder.calls
+    seen: list[tuple[int, int]] = []
+    manifest = stores.migrate("docs", on_progress=lambda done, total: seen.append((done, total)))
+    assert embedder.calls == calls  # nothing embedded again
+    assert stores.store_of("docs") == "milvus" and not stores.local.exists("docs")
+    assert (manifest.documents, manifest.chunks) == (kb.manifest.documents, kb.manifest.chunks)
+    assert seen[-1] == (kb.manifest.chunks, kb.manifest.chunks)
+    moved = stores.open("docs", embedder)
+    assert {q: [(p.source, p.text) for p in moved.search(q)] for q in before} == before
+    result = ingest_files(moved, write_files(tmp_path / "b", {"new.txt": "杭州的西湖很美。"}))
+    assert result.added == ("new.txt",) and moved.search("西湖")[0].source == "new.txt"
+    with pytest.raises(KnowledgeBaseExistsError):
+        stores.migrate("docs")

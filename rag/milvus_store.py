@@ -1,0 +1,631 @@
+"""Knowledge bases in Milvus: chunks, their dense vectors and their BM25 index on the
+server, so every replica searches the same data with nothing to load or reload.
+
+Layout (``prefix`` is ``ragate`` unless the store is given another)::
+
+    {prefix}_manifests               one row per base: its Manifest (JSON)
+    {prefix}_kb_{hash}_{generation}  the chunks: row id, text, position, dense vector,
+                                     hashed tokens and the BM25 sparse vector Milvus
+                                     derives from them (a BM25 Function)
+    ..._docs                         one row per stored file
+
+Lexical search sees our own tokens (``rag.tokenization``: jieba for Chinese), each
+hashed to an ASCII word, so the server's ``standard`` analyzer keeps them whole: the
+same terms as a local base, on any Milvus, whatever analyzers it has. The score is
+normalised as locally, by the query terms' summed idf; a term's document frequency is a
+TEXT_MATCH count, cached per base version. A rebuild writes a new generation and drops
+the old one. Writers of one base take a file lock under ``lock_root`` (the volume the
+uploads are staged on); readers never wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.documents import Chunk, ChunkMetadata, Passage, chunk_id
+from rag.embeddings import Embedder, check_embeddings
+from rag.errors import (
+    DocumentNotFoundError,
+    EmbedderMissingError,
+    EmbeddingMismatchError,
+    KnowledgeBaseExistsError,
+    KnowledgeBaseNotFoundError,
+)
+from rag.index import INDEX_KINDS
+from rag.knowledge_base import (
+    EMBED_BATCH,
+    AddResult,
+    EmbedProgress,
+    PreparedFile,
+    _file_lock,
+    _path_hint,
+    check_ocr_mode,
+    splitter_for,
+    validate_kb_name,
+)
+from rag.ocr import OCR_MODES
+from rag.retrieval import HybridRetriever, RetrievalConfig
+from rag.snapshot import ChunkingConfig, DocumentInfo, Manifest
+from rag.splitting import TextSplitter
+from rag.tokenization import tokenize
+
+MAX_VARCHAR = 65_535
+INSERT_BATCH = 1_000
+QUERY_BATCH = 1_000
+HNSW_EF = 256  # milvus-lite's default ef of 64 found under half the true neighbours
+_CHUNK_FIELDS = ["row_id", "doc_id", "ordinal", "page", "start", "end", "text", "source"]
+
+
+def _hash(text: str, size: int = 8) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=size).hexdigest()
+
+
+def term(token: str) -> str:
+    """A token as one ASCII word that every analyzer keeps whole (and lowercase)."""
+    return "t" + _hash(token, 6)
+
+
+def terms(tokens: Sequence[str]) -> str:
+    out, size = [], 0
+    for token in tokens:
+        size += 14
+        if size > MAX_VARCHAR:  # a chunk far past any embedder's window: its tail unindexed
+            break
+        out.append(term(token))
+    return " ".join(out)
+
+
+def _client(uri: str, token: str | None = None) -> Any:
+    from pymilvus import MilvusClient
+
+    if uri.endswith(".db"):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        # embedded milvus-lite serves gRPC in this process and logs an ERROR with a stack
+        # for every call it does not implement (pymilvus asks it for timestamps)
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    return MilvusClient(uri=uri, token=token or "")
+
+
+class MilvusKnowledgeBaseStore:
+    """Creates, lists, opens and deletes knowledge bases in one Milvus."""
+
+    def __init__(self, uri: str, lock_root: str | Path, *, token: str | None = None,
+                 prefix: str = "ragate") -> None:
+        self.uri = uri
+        self.client = _client(uri, token)
+        self.prefix = prefix
+        self.manifests = f"{prefix}_manifests"
+        self.lock_root = Path(lock_root)
+        self.lock_root.mkdir(parents=True, exist_ok=True)
+        if not self.client.has_collection(self.manifests):
+            self._create_manifests()
+        self.client.load_collection(self.manifests)
+
+    def _create_manifests(self) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("manifest", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector
+        index = self.client.prepare_index_params()
+        index.add_index("unused", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(self.manifests, schema=schema, index_params=index,
+                                      consistency_level="Strong")
+
+    # -- manifests -------------------------------------------------------------------------
+    def _read(self, name: str) -> Manifest | None:
+        rows = self.client.get(self.manifests, ids=[_hash(name)], output_fields=["manifest"])
+        return Manifest.from_json(rows[0]["manifest"]) if rows else None
+
+    def _write(self, manifest: Manifest) -> None:
+        self.client.upsert(self.manifests, [{"key": _hash(manifest.name),
+                                             "manifest": manifest.to_json(),
+                                             "unused": [0.0, 0.0]}])
+        self.client.flush(self.manifests)
+
+    def exists(self, name: str) -> bool:
+        return self._read(validate_kb_name(name)) is not None
+
+    def manifest(self, name: str) -> Manifest:
+        found = self._read(validate_kb_name(name))
+        if found is None:
+            raise KnowledgeBaseNotFoundError(f"knowledge base {name!r} not found")
+        return found
+
+    def list(self) -> list[Manifest]:
+        rows = self.client.query(self.manifests, filter='key != ""',
+                                 output_fields=["manifest"], limit=16_384)
+        return sorted((Manifest.from_json(r["manifest"]) for r in rows), key=lambda m: m.name)
+
+    # -- bases -----------------------------------------------------------------------------
+    def create(self, name: str, embedder: Embedder, *, index_kind: str = "flat",
+               chunking: ChunkingConfig | None = None,
+               retrieval: RetrievalConfig | None = None, ocr: str = "auto",
+               manifest: Manifest | None = None) -> MilvusKnowledgeBase:
+        """An empty base for ``embedder`` (or one described by ``manifest``, for a
+        migration that copies its rows in)."""
+        validate_kb_name(name)
+        if index_kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}")
+        check_ocr_mode(ocr)
+        chunking = chunking or ChunkingConfig()
+        TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
+                     length_function=len if chunking.unit == "tokens" else None)  # validate
+        with self.lock(name):
+            if self._read(name) is not None:
+                raise KnowledgeBaseExistsError(f"knowledge base {name!r} already exists")
+            now = time.time()
+            fresh = Manifest(name=name, version=1, embedding_model=embedder.name,
+                             dimension=embedder.dimension, index_kind=index_kind,
+                             chunking=chunking, embedding_path=_path_hint(embedder), ocr=ocr,
+                             created_at=now, updated_at=now)
+            if manifest is not None:
+                fresh = replace(manifest, version=1, documents=0, chunks=0, next_row=1,
+                                updated_at=now)
+            fresh = replace(fresh, store="milvus",
+                            collection=f"{self.prefix}_kb_{_hash(name)}_1")
+            self.create_collections(fresh)
+            self._write(fresh)
+        return MilvusKnowledgeBase(self, name, embedder, retrieval)
+
+    def create_collections(self, manifest: Manifest) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        assert manifest.collection is not None
+        client = self.client
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("row_id", DataType.INT64, is_primary=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("ordinal", DataType.INT64)
+        schema.add_field("page", DataType.INT64)  # -1: a file without pages
+        schema.add_field("start", DataType.INT64)
+        schema.add_field("end", DataType.INT64)
+        schema.add_field("source", DataType.VARCHAR, max_length=1024)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        schema.add_field("terms", DataType.VARCHAR, max_length=MAX_VARCHAR,
+                         enable_analyzer=True, enable_match=True,
+                         analyzer_params={"tokenizer": "standard"})
+        schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=manifest.dimension)
+        schema.add_function(Function(name="bm25_of_terms", function_type=FunctionType.BM25,
+                                     input_field_names=["terms"], output_field_names=["bm25"]))
+        index = client.prepare_index_params()
+        if manifest.index_kind == "flat":
+            index.add_index("dense", index_type="FLAT", metric_type="COSINE")
+        elif manifest.index_kind == "hnsw":
+            index.add_index("dense", index_type="HNSW", metric_type="COSINE",
+                            params={"M": 16, "efConstruction": 200})
+        else:
+            index.add_index("dense", index_type="IVF_FLAT", metric_type="COSINE",
+                            params={"nlist": 128})
+        index.add_index("bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        client.create_collection(manifest.collection, schema=schema, index_params=index,
+                                 consistency_level="Strong")
+        docs = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        docs.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        docs.add_field("info", DataType.VARCHAR, max_length=MAX_VARCHAR)  # DocumentInfo JSON
+        docs.add_field("content_hash", DataType.VARCHAR, max_length=128)
+        docs.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+        docs_index = client.prepare_index_params()
+        docs_index.add_index("unused", index_type="FLAT", metric_type="L2")
+        client.create_collection(f"{manifest.collection}_docs", schema=docs,
+                                 index_params=docs_index, consistency_level="Strong")
+        for collection in (manifest.collection, f"{manifest.collection}_docs"):
+            client.load_collection(collection)
+
+    def drop_collections(self, collection: str) -> None:
+        for name in (collection, f"{collection}_docs"):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
+
+    def open(self, name: str, embedder: Embedder | None = None,
+             retrieval: RetrievalConfig | None = None) -> MilvusKnowledgeBase:
+        if not self.exists(name):
+            raise KnowledgeBaseNotFoundError(f"knowledge base {name!r} not found")
+        return MilvusKnowledgeBase(self, name, embedder, retrieval)
+
+    def delete(self, name: str) -> None:
+        with self.lock(name):
+            manifest = self.manifest(name)
+            self.client.delete(self.manifests, ids=[_hash(name)])
+            self.client.flush(self.manifests)
+            if manifest.collection:
+                self.drop_collections(manifest.collection)
+
+    def lock(self, name: str, timeout: float = 600.0) -> Any:
+        return _file_lock(self.lock_root / f".milvus-{_hash(name)}.lock", timeout)
+
+    def ping(self) -> None:
+        self.client.has_collection(self.manifests)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class MilvusKnowledgeBase:
+    """One base in Milvus, with the methods of a local KnowledgeBase."""
+
+    def __init__(self, store: MilvusKnowledgeBaseStore, name: str,
+                 embedder: Embedder | None = None,
+                 retrieval: RetrievalConfig | None = None) -> None:
+        self.store = store
+        self.client = store.client
+        self._name = name
+        self._manifest = store.manifest(name)
+        self._own_retrieval = retrieval is not None
+        self.retrieval = retrieval or RetrievalConfig.for_embedder(
+            self._manifest.embedding_model)
+        self._write_lock = threading.Lock()
+        self._df: dict[str, int] = {}  # a term's document frequency at _df_version
+        self._df_version = self._manifest.version
+        self.embedder: Embedder | None = None
+        if embedder is not None:
+            self._check_embedder(embedder, self._manifest)
+            self.embedder = embedder
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def version(self) -> int:
+        return self._manifest.version
+
+    @property
+    def collection(self) -> str:
+        assert self._manifest.collection is not None
+        return self._manifest.collection
+
+    def exists(self) -> bool:
+        return self.store._read(self._name) is not None
+
+    def refresh(self) -> bool:
+        """Nothing to load: the newest manifest only (the rows are on the server)."""
+        live = self.store.manifest(self._name)
+        if live.version == self._manifest.version:
+            return False
+        if self.embedder is not None:
+            self._check_embedder(self.embedder, live)
+        self._manifest = live
+        return True
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self.client.query(f"{self.collection}_docs", filter='key != ""',
+                                 output_fields=["info"], limit=16_384)
+        return sorted((DocumentInfo(**json.loads(r["info"])) for r in rows),
+                      key=lambda d: d.source)
+
+    def document(self, source: str) -> DocumentInfo | None:
+        rows = self.client.get(f"{self.collection}_docs", ids=[_hash(source)],
+                               output_fields=["info"])
+        return DocumentInfo(**json.loads(rows[0]["info"])) if rows else None
+
+    def chunks(self, source: str, offset: int = 0, limit: int = 100
+               ) -> tuple[DocumentInfo, list[Chunk]]:
+        document = self.document(source)
+        if document is None:
+            raise DocumentNotFoundError(f"no document {source!r} in {self.name!r}")
+        return document, MilvusView(self).get_range(document.doc_id, offset,
+                                                     offset + limit - 1)
+
+    def splitter(self) -> TextSplitter:
+        return splitter_for(self.manifest.chunking, self.embedder)
+
+    def search(self, query: str, **overrides: Any) -> list[Passage]:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "score_threshold" in given:
+            given.setdefault("threshold_cjk", None)
+        return HybridRetriever(MilvusView(self), self.embedder, self.retrieval).retrieve(
+            query, **given)
+
+    def doc_frequency(self, term_: str) -> int:
+        """How many chunks hold ``term_`` (cached until the base's next version)."""
+        if self._df_version != self._manifest.version or len(self._df) > 200_000:
+            self._df, self._df_version = {}, self._manifest.version
+        found = self._df.get(term_)
+        if found is None:
+            rows = self.client.query(self.collection, filter=f'TEXT_MATCH(terms, "{term_}")',
+                                     output_fields=["count(*)"])
+            found = self._df[term_] = int(rows[0]["count(*)"]) if rows else 0
+        return found
+
+    # -- writing ---------------------------------------------------------------------------
+    def add(self, files: Sequence[PreparedFile], *,
+            on_progress: EmbedProgress | None = None) -> AddResult:
+        """Store prepared files (same rules as a local base: unchanged, replaced,
+        duplicate by content hash); the new version is visible to every replica at once."""
+        embedder = self._require_embedder()
+        added, replaced, unchanged, duplicates = [], [], [], {}
+        with self._writing() as manifest:
+            self._check_embedder(embedder, manifest)
+            docs = f"{self.collection}_docs"
+            plan, stale = [], []
+            known = {f.source: self.document(f.source) for f in files}
+            seen_hashes: dict[str, str] = {}
+            for f in files:
+                old = known[f.source]
+                if old is not None and old.content_hash == f.content_hash:
+                    unchanged.append(f.source)
+                    continue
+                copy_of = seen_hashes.get(f.content_hash) or self._source_with_hash(
+                    f.content_hash)
+                if copy_of is not None and copy_of != f.source:
+                    duplicates[f.source] = copy_of
+                    continue
+                if old is not None:
+                    stale.append(old.doc_id)
+                    replaced.append(f.source)
+                else:
+                    added.append(f.source)
+                seen_hashes[f.content_hash] = f.source
+                plan.append(f)
+            if not plan:
+                self._unchanged = True  # nothing written: no new version
+                return AddResult(added, replaced, unchanged, duplicates, 0, manifest.version)
+            for doc_id in stale:
+                self.client.delete(self.collection, filter=f'doc_id == "{doc_id}"')
+            vectors = self._vectors(embedder, plan, on_progress)
+            next_row = manifest.next_row
+            rows, now, at = [], time.time(), 0
+            for f in plan:
+                tokens = f.tokens or [" ".join(tokenize(c.text)) for c in f.chunks]
+                for c, words in zip(f.chunks, tokens, strict=True):
+                    rows.append(_row(next_row, c, words, vectors[at]))
+                    next_row += 1
+                    at += 1
+            for i in range(0, len(rows), INSERT_BATCH):
+                self.client.insert(self.collection, rows[i : i + INSERT_BATCH])
+            infos = []
+            for f in plan:
+                doc_id = f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}"
+                info = DocumentInfo(doc_id, f.source, f.content_hash, f.pages, len(f.chunks),
+                                    now, f.metadata)
+                infos.append({"key": _hash(f.source),
+                              "info": json.dumps(_info(info), ensure_ascii=False),
+                              "content_hash": f.content_hash, "unused": [0.0, 0.0]})
+            self.client.upsert(docs, infos)
+            self._next_row = next_row
+        return AddResult(added, replaced, unchanged, duplicates, len(rows), self.version)
+
+    def _source_with_hash(self, content_hash: str) -> str | None:
+        rows = self.client.query(f"{self.collection}_docs",
+                                 filter=f'content_hash == "{content_hash}"',
+                                 output_fields=["info"], limit=1)
+        return json.loads(rows[0]["info"])["source"] if rows else None
+
+    def delete_document(self, source: str) -> None:
+        with self._writing():
+            document = self.document(source)
+            if document is None:
+                raise DocumentNotFoundError(f"no document {source!r} in {self.name!r}")
+            self.client.delete(self.collection, filter=f'doc_id == "{document.doc_id}"')
+            self.client.delete(f"{self.collection}_docs", ids=[_hash(source)])
+
+    def set_ocr(self, mode: str) -> None:
+        if mode not in OCR_MODES:
+            raise ValueError(f"ocr must be one of {', '.join(OCR_MODES)}, got {mode!r}")
+        with self._writing(ocr=mode):
+            pass
+
+    def rebuild(self, embedder: Embedder, *, index_kind: str | None = None,
+                embedding_path: str | None = None,
+                on_progress: EmbedProgress | None = None) -> None:
+        """Re-embed every chunk into a new generation of collections, then switch."""
+        kind = index_kind or self.manifest.index_kind
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        with self.store.lock(self.name):
+            old = self.store.manifest(self.name)
+            generation = int(str(old.collection).rsplit("_", 1)[1]) + 1
+            new = replace(old, embedding_model=embedder.name, dimension=embedder.dimension,
+                          index_kind=kind, embedding_path=embedding_path or _path_hint(embedder),
+                          collection=f"{self.store.prefix}_kb_{_hash(self.name)}_{generation}")
+            self.store.create_collections(new)
+            try:
+                total, done = old.chunks, 0
+                for batch in _iter_rows(self.client, str(old.collection),
+                                        [*_CHUNK_FIELDS, "terms"]):
+                    vectors = check_embeddings(embedder.embed([r["text"] for r in batch]),
+                                               len(batch), embedder.dimension)
+                    self.client.insert(new.collection, [
+                        {**{k: r[k] for k in (*_CHUNK_FIELDS, "terms")}, "dense": v.tolist()}
+                        for r, v in zip(batch, vectors, strict=True)])
+                    done += len(batch)
+                    if on_progress:
+                        on_progress(done, total)
+                docs = _iter_rows(self.client, f"{old.collection}_docs",
+                                  ["key", "info", "content_hash"])
+                for batch in docs:
+                    self.client.insert(f"{new.collection}_docs",
+                                       [{**r, "unused": [0.0, 0.0]} for r in batch])
+                for collection in (str(new.collection), f"{new.collection}_docs"):
+                    self.client.flush(collection)
+            except BaseException:
+                self.store.drop_collections(str(new.collection))
+                raise
+            self.store._write(replace(new, version=old.version + 1, updated_at=time.time()))
+            self.store.drop_collections(str(old.collection))
+        self._manifest = self.store.manifest(self.name)
+        self.embedder = embedder
+        if not self._own_retrieval:
+            self.retrieval = RetrievalConfig.for_embedder(embedder.name)
+
+    # -- internals -------------------------------------------------------------------------
+    def _writing(self, **changes: Any) -> Any:
+        base = self
+
+        class Writing:
+            def __enter__(self) -> Manifest:
+                base._write_lock.acquire()
+                self.lock = base.store.lock(base.name)
+                self.lock.__enter__()
+                base._manifest = base.store.manifest(base.name)  # another writer's, maybe
+                base._next_row = base._manifest.next_row
+                base._unchanged = False
+                return base._manifest
+
+            def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+                try:
+                    if kind is None and not base._unchanged:
+                        for collection in (base.collection, f"{base.collection}_docs"):
+                            base.client.flush(collection)  # searchable, and indexed
+                        counts = base.client.query(base.collection, filter="",
+                                                   output_fields=["count(*)"])
+                        docs = base.client.query(f"{base.collection}_docs", filter="",
+                                                 output_fields=["count(*)"])
+                        manifest = replace(base._manifest, version=base._manifest.version + 1,
+                                           chunks=int(counts[0]["count(*)"]),
+                                           documents=int(docs[0]["count(*)"]),
+                                           next_row=base._next_row, updated_at=time.time(),
+                                           **changes)
+                        base.store._write(manifest)
+                        base._manifest = manifest
+                finally:
+                    self.lock.__exit__(kind, exc, tb)
+                    base._write_lock.release()
+
+        return Writing()
+
+    def _require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise EmbedderMissingError(f"open {self.name!r} with an embedder to add documents")
+        return self.embedder
+
+    @staticmethod
+    def _check_embedder(embedder: Embedder, manifest: Manifest) -> None:
+        if (embedder.name, embedder.dimension) != (manifest.embedding_model, manifest.dimension):
+            raise EmbeddingMismatchError(manifest.embedding_model, manifest.dimension,
+                                         embedder.name, embedder.dimension)
+
+    @staticmethod
+    def _vectors(embedder: Embedder, plan: Sequence[PreparedFile],
+                 on_progress: EmbedProgress | None) -> np.ndarray:
+        missing = [c.text for f in plan if f.vectors is None for c in f.chunks]
+        parts = []
+        for i in range(0, len(missing), EMBED_BATCH):
+            batch = missing[i : i + EMBED_BATCH]
+            parts.append(check_embeddings(embedder.embed(batch), len(batch), embedder.dimension))
+            if on_progress:
+                on_progress(min(i + EMBED_BATCH, len(missing)), len(missing))
+        fresh = iter(np.vstack(parts)) if parts else iter(())
+        rows: list[np.ndarray] = []
+        for f in plan:
+            if f.vectors is None:
+                rows.extend(next(fresh) for _ in f.chunks)
+            else:
+                rows.extend(check_embeddings(f.vectors, len(f.chunks), embedder.dimension))
+        return np.vstack(rows) if rows else np.zeros((0, embedder.dimension), np.float32)
+
+
+def _info(info: DocumentInfo) -> dict[str, Any]:
+    return {"doc_id": info.doc_id, "source": info.source, "content_hash": info.content_hash,
+            "pages": info.pages, "chunks": info.chunks, "added_at": info.added_at,
+            "metadata": info.metadata}
+
+
+def _row(row_id: int, chunk: Chunk, tokens: str, vector: np.ndarray) -> dict[str, Any]:
+    m = chunk.metadata
+    return {"row_id": row_id, "doc_id": chunk.doc_id, "ordinal": chunk.ordinal,
+            "page": -1 if m.page is None else m.page, "start": m.start, "end": m.end,
+            "source": m.source, "text": chunk.text,
+            "terms": terms(tokens.split(" ") if tokens else []), "dense": vector.tolist()}
+
+
+def _chunk(row: dict[str, Any]) -> Chunk:
+    page = None if row["page"] < 0 else int(row["page"])
+    return Chunk(chunk_id(row["doc_id"], row["ordinal"]), row["doc_id"], int(row["ordinal"]),
+                 row["text"], ChunkMetadata(row["source"], page, int(row["start"]),
+                                            int(row["end"])))
+
+
+def _iter_rows(client: Any, collection: str, fields: list[str]) -> Iterator[list[dict]]:
+    iterator = client.query_iterator(collection, batch_size=QUERY_BATCH, filter="",
+                                     output_fields=fields)
+    try:
+        while batch := iterator.next():
+            yield batch
+    finally:
+        iterator.close()
+
+
+class MilvusView:
+    """What retrieval asks of a Milvus base: ranked candidates and chunks by id."""
+
+    def __init__(self, base: MilvusKnowledgeBase) -> None:
+        self.base = base
+        self.client = base.client
+        self.collection = base.collection
+        self.chunk_count = base.manifest.chunks
+
+    def candidates(self, tokens: Sequence[str], vector: np.ndarray | None, k: int
+                   ) -> tuple[dict[int, float], dict[int, float]]:
+        lexical: dict[int, float] = {}
+        words = sorted({term(t) for t in tokens})
+        norm = self._normaliser(words) if words and self.chunk_count else 0.0
+        if norm > 0:
+            found = self.client.search(self.collection, [" ".join(words)], anns_field="bm25",
+                                       limit=k, search_params={"metric_type": "BM25"},
+                                       output_fields=["row_id"])[0]
+            # milvus-lite answers BM25 as a negative distance, Milvus as a positive score
+            lexical = {int(h["row_id"]): abs(float(h["distance"])) / norm for h in found}
+        dense: dict[int, float] = {}
+        if vector is not None:
+            params: dict[str, Any] = {"metric_type": "COSINE"}
+            if self.base.manifest.index_kind == "hnsw":
+                params["params"] = {"ef": max(HNSW_EF, k)}
+            elif self.base.manifest.index_kind == "ivf":
+                params["params"] = {"nprobe": 32}
+            found = self.client.search(self.collection, [vector.tolist()], anns_field="dense",
+                                       limit=k, search_params=params,
+                                       output_fields=["row_id"])[0]
+            dense = {int(h["row_id"]): float(h["distance"]) for h in found}
+            missing = [row for row in lexical if row not in dense]
+            if missing:  # fuse exactly: the lexical-only candidates' cosines
+                rows = self.client.get(self.collection, ids=missing, output_fields=["dense"])
+                for r in rows:
+                    dense[int(r["row_id"])] = float(np.dot(np.asarray(r["dense"], np.float32),
+                                                           vector))
+        # a dense-only candidate outside the BM25 top k scores 0 lexically (it holds none
+        # of the query's rarer terms); the local store scores it exactly
+        return lexical, dense
+
+    def _normaliser(self, words: Sequence[str]) -> float:
+        """As the local index's: each term's idf, and an unseen term's as if in one chunk."""
+        n = self.chunk_count
+        total = 0.0
+        for word in words:
+            df = self.base.doc_frequency(word)
+            total += (math.log(1 + (n - df + 0.5) / (df + 0.5)) if df
+                      else math.log(1 + (n - 0.5) / 1.5))
+        return total
+
+    def get_chunks(self, row_ids: Sequence[int]) -> dict[int, Chunk]:
+        ids = list(dict.fromkeys(int(i) for i in row_ids))
+        if not ids:
+            return {}
+        rows = self.client.get(self.collection, ids=ids, output_fields=_CHUNK_FIELDS)
+        return {int(r["row_id"]): _chunk(r) for r in rows}
+
+    def get_range(self, doc_id: str, first: int, last: int) -> list[Chunk]:
+        rows = self.client.query(
+            self.collection, filter=f'doc_id == "{doc_id}" and ordinal >= {int(first)} '
+                                    f'and ordinal <= {int(last)}',
+            output_fields=_CHUNK_FIELDS, limit=max(int(last) - int(first) + 1, 1))
+        return sorted((_chunk(r) for r in rows), key=lambda c: c.ordinal)
