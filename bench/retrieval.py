@@ -178,12 +178,30 @@ def synthetic_files(n_chunks: int, per_file: int = 50) -> list[PreparedFile]:
     return files
 
 
+def latency_queries(queries: int) -> list[tuple[str, list[str]]]:
+    """CMRC questions (Chinese: the lexical path) and English pseudo-queries (hybrid)."""
+    _, questions = load_squad_style(CMRC)
+    rng = random.Random(2)
+    return [("Chinese (lexical path)", [q.question for q in questions[:queries]]),
+            ("English (hybrid)", [" ".join(f"w{rng.randrange(2000)}" for _ in range(6))
+                                  for _ in range(queries)])]
+
+
+def search_times(kb, queries: list[str]) -> tuple[float, float]:
+    """p50 and p99 of ``kb.search`` in ms, after ten warm-up queries (caches, jieba)."""
+    for q in queries[:10]:
+        kb.search(q)
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        kb.search(q)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
 def latency(embedder: SentenceTransformerEmbedder, work: Path, sizes: list[int],
             queries: int) -> list[list[str]]:
-    _, questions = load_squad_style(CMRC)
-    zh = [q.question for q in questions[:queries]]
-    rng = random.Random(2)
-    en = [" ".join(f"w{rng.randrange(2000)}" for _ in range(6)) for _ in range(queries)]
     rows = []
     for size in sizes:
         for kind in ("flat", "hnsw"):
@@ -193,18 +211,10 @@ def latency(embedder: SentenceTransformerEmbedder, work: Path, sizes: list[int],
             base.add(synthetic_files(size))
             build = time.perf_counter() - started
             kb = store.open("syn", embedder, RetrievalConfig())
-            for label, qs in (("Chinese (lexical path)", zh), ("English (hybrid)", en)):
-                for q in qs[:10]:
-                    kb.search(q)  # warm up caches and jieba
-                times = []
-                for q in qs:
-                    t = time.perf_counter()
-                    kb.search(q)
-                    times.append((time.perf_counter() - t) * 1000)
-                times.sort()
-                p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-                rows.append([f"{size:,}", kind, label, f"{statistics.median(times):.1f}",
-                             f"{p99:.1f}", f"{build:.0f} s"])
+            for label, qs in latency_queries(queries):
+                p50, p99 = search_times(kb, qs)
+                rows.append([f"{size:,}", kind, label, f"{p50:.1f}", f"{p99:.1f}",
+                             f"{build:.0f} s"])
                 print("  measured", rows[-1], flush=True)
     return rows
 

@@ -21,18 +21,25 @@ Quality: the CMRC2018 trial paragraphs ingested into a local base, migrated to M
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# run as a script, bench/ is first on the path, and its profile.py would shadow the
+# standard library's (torch imports cProfile, which imports profile)
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from retrieval import CMRC, RandomEmbedder, synthetic_files, table  # noqa: E402
-
+from bench.retrieval import (  # noqa: E402
+    CMRC,
+    RandomEmbedder,
+    latency_queries,
+    search_times,
+    synthetic_files,
+    table,
+)
 from rag.embeddings import SentenceTransformerEmbedder, default_embedding_model_path  # noqa: E402
 from rag.evaluation import evaluate, load_squad_style  # noqa: E402
 from rag.ingest import ingest_files  # noqa: E402
@@ -50,19 +57,8 @@ def stores(work: Path, label: str) -> KnowledgeStores:
                                                     work / f"{label}-locks"))
 
 
-def percentile(times: list[float], q: float) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def speed(embedder: SentenceTransformerEmbedder, work: Path, n_chunks: int, queries: int
           ) -> tuple[list[list[str]], list[list[str]]]:
-    _, questions = load_squad_style(CMRC)
-    zh = [q.question for q in questions[:queries]]
-    import random
-
-    rng = random.Random(2)
-    en = [" ".join(f"w{rng.randrange(2000)}" for _ in range(6)) for _ in range(queries)]
     files = synthetic_files(n_chunks)
     vectors = RandomEmbedder()
     from dataclasses import replace
@@ -81,16 +77,9 @@ def speed(embedder: SentenceTransformerEmbedder, work: Path, n_chunks: int, quer
                            f"{len(files) * PAGES_PER_FILE / took:,.0f}", f"{took:.1f} s"])
             print("  measured", writes[-1], flush=True)
             kb = both.open("syn", embedder, RetrievalConfig())
-            for label, qs in (("Chinese (lexical)", zh), ("English (hybrid)", en)):
-                for q in qs[:10]:
-                    kb.search(q)  # warm up caches and jieba
-                times = []
-                for q in qs:
-                    t = time.perf_counter()
-                    kb.search(q)
-                    times.append((time.perf_counter() - t) * 1000)
-                searches.append([where, kind, label, f"{statistics.median(times):.1f}",
-                                 f"{percentile(times, 0.99):.1f}"])
+            for label, qs in latency_queries(queries):
+                p50, p99 = search_times(kb, qs)
+                searches.append([where, kind, label, f"{p50:.1f}", f"{p99:.1f}"])
                 print("  measured", searches[-1], flush=True)
     return writes, searches
 

@@ -119,6 +119,49 @@ class AddResult:
     version: int
 
 
+def require_embedder(embedder: Embedder | None, name: str) -> Embedder:
+    if embedder is None:
+        raise EmbedderMissingError(f"open {name!r} with an embedder to add documents")
+    return embedder
+
+
+def check_embedder(embedder: Embedder, manifest: Manifest) -> None:
+    """A base is searched and written only with the model (and dimension) it was built with."""
+    if (embedder.name, embedder.dimension) != (manifest.embedding_model, manifest.dimension):
+        raise EmbeddingMismatchError(manifest.embedding_model, manifest.dimension,
+                                     embedder.name, embedder.dimension)
+
+
+def embed_texts(embedder: Embedder, texts: list[str],
+                on_progress: EmbedProgress | None) -> np.ndarray:
+    parts = []
+    for i in range(0, len(texts), EMBED_BATCH):
+        batch = texts[i : i + EMBED_BATCH]
+        parts.append(check_embeddings(embedder.embed(batch), len(batch), embedder.dimension))
+        if on_progress:
+            on_progress(min(i + EMBED_BATCH, len(texts)), len(texts))
+    if not parts:
+        return np.zeros((0, embedder.dimension), np.float32)
+    return np.vstack(parts)
+
+
+def plan_vectors(embedder: Embedder, plan: Sequence[PreparedFile],
+                 on_progress: EmbedProgress | None) -> np.ndarray:
+    """The plan's vectors in chunk order: a worker's where it embedded the file, else
+    embedded here."""
+    missing = [c.text for f in plan if f.vectors is None for c in f.chunks]
+    fresh = iter(embed_texts(embedder, missing, on_progress))
+    rows: list[np.ndarray] = []
+    for f in plan:
+        if f.vectors is None:
+            rows.extend(next(fresh) for _ in f.chunks)
+        else:
+            rows.extend(check_embeddings(f.vectors, len(f.chunks), embedder.dimension))
+    if not rows:
+        return np.zeros((0, embedder.dimension), np.float32)
+    return np.vstack(rows)
+
+
 class KnowledgeBase:
     """One knowledge base. Searches are thread-safe and never wait for a write.
 
@@ -139,7 +182,7 @@ class KnowledgeBase:
             self._snapshot.manifest.embedding_model)
         self.embedder: Embedder | None = None
         if embedder is not None:
-            self._check_embedder(embedder, self._snapshot.manifest)
+            check_embedder(embedder, self._snapshot.manifest)
             self.embedder = embedder
 
     # -- reading ----------------------------------------------------------------------
@@ -192,7 +235,7 @@ class KnowledgeBase:
             return False
         snapshot = self._load_live()
         if self.embedder is not None:
-            self._check_embedder(self.embedder, snapshot.manifest)
+            check_embedder(self.embedder, snapshot.manifest)
         self._snapshot = snapshot
         return True
 
@@ -209,7 +252,7 @@ class KnowledgeBase:
         with self._writing() as draft:
             # a rebuild with another model may have landed since this base was opened:
             # its vectors must never be mixed with this embedder's (both may be 384-d)
-            self._check_embedder(embedder, draft.base.manifest)
+            check_embedder(embedder, draft.base.manifest)
             db, dense = draft.db, draft.dense
             plan: list[PreparedFile] = []
             by_hash = {h: s for s, h in db.execute("SELECT source, content_hash FROM documents")}
@@ -233,7 +276,7 @@ class KnowledgeBase:
                 return AddResult(added, replaced, unchanged, duplicates, 0, draft.base.version)
             self._delete_docs(db, dense, stale)
             texts = [c.text for f in plan for c in f.chunks]
-            vectors = self._vectors(embedder, plan, on_progress)
+            vectors = plan_vectors(embedder, plan, on_progress)
             next_row = (db.execute("SELECT MAX(row_id) FROM chunks").fetchone()[0] or 0) + 1
             row_ids = np.arange(next_row, next_row + len(texts), dtype=np.int64)
             now = time.time()
@@ -280,7 +323,7 @@ class KnowledgeBase:
             embedding_path=embedding_path or _path_hint(embedder),
         )) as draft:
             rows = draft.db.execute("SELECT row_id, text FROM chunks ORDER BY row_id").fetchall()
-            vectors = self._embed(embedder, [r[1] for r in rows], on_progress)
+            vectors = embed_texts(embedder, [r[1] for r in rows], on_progress)
             draft.dense = DenseIndex(embedder.dimension, kind)  # type: ignore[arg-type]
             draft.dense.add(np.array([r[0] for r in rows], dtype=np.int64), vectors)
         self.embedder = embedder
@@ -303,45 +346,7 @@ class KnowledgeBase:
 
     # -- internals --------------------------------------------------------------------
     def _require_embedder(self) -> Embedder:
-        if self.embedder is None:
-            raise EmbedderMissingError(f"open {self.name!r} with an embedder to add documents")
-        return self.embedder
-
-    @staticmethod
-    def _check_embedder(embedder: Embedder, manifest: Manifest) -> None:
-        if (embedder.name, embedder.dimension) != (manifest.embedding_model, manifest.dimension):
-            raise EmbeddingMismatchError(manifest.embedding_model, manifest.dimension,
-                                         embedder.name, embedder.dimension)
-
-    @classmethod
-    def _vectors(cls, embedder: Embedder, plan: Sequence[PreparedFile],
-                 on_progress: EmbedProgress | None) -> np.ndarray:
-        """The plan's vectors in chunk order: a worker's where it embedded the file, else
-        embedded here."""
-        missing = [c.text for f in plan if f.vectors is None for c in f.chunks]
-        fresh = iter(cls._embed(embedder, missing, on_progress))
-        rows: list[np.ndarray] = []
-        for f in plan:
-            if f.vectors is None:
-                rows.extend(next(fresh) for _ in f.chunks)
-            else:
-                rows.extend(check_embeddings(f.vectors, len(f.chunks), embedder.dimension))
-        if not rows:
-            return np.zeros((0, embedder.dimension), np.float32)
-        return np.vstack(rows)
-
-    @staticmethod
-    def _embed(embedder: Embedder, texts: list[str],
-               on_progress: EmbedProgress | None) -> np.ndarray:
-        parts = []
-        for i in range(0, len(texts), EMBED_BATCH):
-            batch = texts[i : i + EMBED_BATCH]
-            parts.append(check_embeddings(embedder.embed(batch), len(batch), embedder.dimension))
-            if on_progress:
-                on_progress(min(i + EMBED_BATCH, len(texts)), len(texts))
-        if not parts:
-            return np.zeros((0, embedder.dimension), np.float32)
-        return np.vstack(parts)
+        return require_embedder(self.embedder, self.name)
 
     @staticmethod
     def _delete_docs(db: sqlite3.Connection, dense: DenseIndex, doc_ids: list[str]) -> None:

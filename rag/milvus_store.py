@@ -8,14 +8,16 @@ Layout (``prefix`` is ``ragate`` unless the store is given another)::
                                      hashed tokens and the BM25 sparse vector Milvus
                                      derives from them (a BM25 Function)
     ..._docs                         one row per stored file
+    ..._terms                        each term's document frequency (chunks holding it)
 
 Lexical search sees our own tokens (``rag.tokenization``: jieba for Chinese), each
 hashed to an ASCII word, so the server's ``standard`` analyzer keeps them whole: the
 same terms as a local base, on any Milvus, whatever analyzers it has. The score is
-normalised as locally, by the query terms' summed idf; a term's document frequency is a
-TEXT_MATCH count, cached per base version. A rebuild writes a new generation and drops
-the old one. Writers of one base take a file lock under ``lock_root`` (the volume the
-uploads are staged on); readers never wait.
+normalised as locally, by the query terms' summed idf, from the document frequencies
+that each write keeps in ``_terms`` (one ``get`` per query, cached per base version: a
+TEXT_MATCH count per term took ~110 ms on milvus-lite at 2k chunks). A rebuild writes a
+new generation and drops the old one. Writers of one base take a file lock under
+``lock_root`` (the volume the uploads are staged on); readers never wait.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,20 +40,20 @@ from rag.documents import Chunk, ChunkMetadata, Passage, chunk_id
 from rag.embeddings import Embedder, check_embeddings
 from rag.errors import (
     DocumentNotFoundError,
-    EmbedderMissingError,
-    EmbeddingMismatchError,
     KnowledgeBaseExistsError,
     KnowledgeBaseNotFoundError,
 )
 from rag.index import INDEX_KINDS
 from rag.knowledge_base import (
-    EMBED_BATCH,
     AddResult,
     EmbedProgress,
     PreparedFile,
     _file_lock,
     _path_hint,
+    check_embedder,
     check_ocr_mode,
+    plan_vectors,
+    require_embedder,
     splitter_for,
     validate_kb_name,
 )
@@ -63,6 +66,7 @@ from rag.tokenization import tokenize
 MAX_VARCHAR = 65_535
 INSERT_BATCH = 1_000
 QUERY_BATCH = 1_000
+NEIGHBOURS = 2  # chunks fetched each side of a hit (retrieval expands 1 by default)
 HNSW_EF = 256  # milvus-lite's default ef of 64 found under half the true neighbours
 _CHUNK_FIELDS = ["row_id", "doc_id", "ordinal", "page", "start", "end", "text", "source"]
 
@@ -222,11 +226,17 @@ class MilvusKnowledgeBaseStore:
         docs_index.add_index("unused", index_type="FLAT", metric_type="L2")
         client.create_collection(f"{manifest.collection}_docs", schema=docs,
                                  index_params=docs_index, consistency_level="Strong")
-        for collection in (manifest.collection, f"{manifest.collection}_docs"):
+        counts = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        counts.add_field("term", DataType.VARCHAR, is_primary=True, max_length=16)
+        counts.add_field("df", DataType.INT64)
+        counts.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+        client.create_collection(f"{manifest.collection}_terms", schema=counts,
+                                 index_params=docs_index, consistency_level="Strong")
+        for collection in companions(manifest.collection):
             client.load_collection(collection)
 
     def drop_collections(self, collection: str) -> None:
-        for name in (collection, f"{collection}_docs"):
+        for name in companions(collection):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
 
@@ -272,7 +282,7 @@ class MilvusKnowledgeBase:
         self._df_version = self._manifest.version
         self.embedder: Embedder | None = None
         if embedder is not None:
-            self._check_embedder(embedder, self._manifest)
+            check_embedder(embedder, self._manifest)
             self.embedder = embedder
 
     # -- reading ---------------------------------------------------------------------------
@@ -302,7 +312,7 @@ class MilvusKnowledgeBase:
         if live.version == self._manifest.version:
             return False
         if self.embedder is not None:
-            self._check_embedder(self.embedder, live)
+            check_embedder(self.embedder, live)
         self._manifest = live
         return True
 
@@ -335,16 +345,24 @@ class MilvusKnowledgeBase:
         return HybridRetriever(MilvusView(self), self.embedder, self.retrieval).retrieve(
             query, **given)
 
-    def doc_frequency(self, term_: str) -> int:
-        """How many chunks hold ``term_`` (cached until the base's next version)."""
+    def doc_frequencies(self, words: Sequence[str]) -> dict[str, int]:
+        """How many chunks hold each term (cached until the base's next version)."""
         if self._df_version != self._manifest.version or len(self._df) > 200_000:
             self._df, self._df_version = {}, self._manifest.version
-        found = self._df.get(term_)
-        if found is None:
-            rows = self.client.query(self.collection, filter=f'TEXT_MATCH(terms, "{term_}")',
-                                     output_fields=["count(*)"])
-            found = self._df[term_] = int(rows[0]["count(*)"]) if rows else 0
-        return found
+        missing = [w for w in words if w not in self._df]
+        if missing:
+            found = read_counts(self.client, f"{self.collection}_terms", missing)
+            self._df.update((w, found.get(w, 0)) for w in missing)
+        return {w: self._df[w] for w in words}
+
+    def _count_terms(self, sign: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Add (or with ``sign`` -1 remove) these chunk rows' terms to the counts."""
+        adjust_counts(self.client, f"{self.collection}_terms",
+                      term_counts(r["terms"] for r in rows), sign)
+
+    def _rows_of(self, doc_id: str) -> list[dict[str, Any]]:
+        return [r for batch in _iter_rows(self.client, self.collection, ["row_id", "terms"],
+                                          f'doc_id == "{doc_id}"') for r in batch]
 
     # -- writing ---------------------------------------------------------------------------
     def add(self, files: Sequence[PreparedFile], *,
@@ -354,7 +372,7 @@ class MilvusKnowledgeBase:
         embedder = self._require_embedder()
         added, replaced, unchanged, duplicates = [], [], [], {}
         with self._writing() as manifest:
-            self._check_embedder(embedder, manifest)
+            check_embedder(embedder, manifest)
             docs = f"{self.collection}_docs"
             plan, stale = [], []
             known = {f.source: self.document(f.source) for f in files}
@@ -380,8 +398,9 @@ class MilvusKnowledgeBase:
                 self._unchanged = True  # nothing written: no new version
                 return AddResult(added, replaced, unchanged, duplicates, 0, manifest.version)
             for doc_id in stale:
+                self._count_terms(-1, self._rows_of(doc_id))
                 self.client.delete(self.collection, filter=f'doc_id == "{doc_id}"')
-            vectors = self._vectors(embedder, plan, on_progress)
+            vectors = plan_vectors(embedder, plan, on_progress)
             next_row = manifest.next_row
             rows, now, at = [], time.time(), 0
             for f in plan:
@@ -392,6 +411,7 @@ class MilvusKnowledgeBase:
                     at += 1
             for i in range(0, len(rows), INSERT_BATCH):
                 self.client.insert(self.collection, rows[i : i + INSERT_BATCH])
+            self._count_terms(+1, rows)
             infos = []
             for f in plan:
                 doc_id = f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}"
@@ -415,6 +435,7 @@ class MilvusKnowledgeBase:
             document = self.document(source)
             if document is None:
                 raise DocumentNotFoundError(f"no document {source!r} in {self.name!r}")
+            self._count_terms(-1, self._rows_of(document.doc_id))
             self.client.delete(self.collection, filter=f'doc_id == "{document.doc_id}"')
             self.client.delete(f"{self.collection}_docs", ids=[_hash(source)])
 
@@ -455,7 +476,10 @@ class MilvusKnowledgeBase:
                 for batch in docs:
                     self.client.insert(f"{new.collection}_docs",
                                        [{**r, "unused": [0.0, 0.0]} for r in batch])
-                for collection in (str(new.collection), f"{new.collection}_docs"):
+                for batch in _iter_rows(self.client, f"{old.collection}_terms", ["term", "df"]):
+                    self.client.insert(f"{new.collection}_terms",
+                                       [{**r, "unused": [0.0, 0.0]} for r in batch])
+                for collection in companions(str(new.collection)):
                     self.client.flush(collection)
             except BaseException:
                 self.store.drop_collections(str(new.collection))
@@ -484,7 +508,7 @@ class MilvusKnowledgeBase:
             def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
                 try:
                     if kind is None and not base._unchanged:
-                        for collection in (base.collection, f"{base.collection}_docs"):
+                        for collection in companions(base.collection):
                             base.client.flush(collection)  # searchable, and indexed
                         counts = base.client.query(base.collection, filter="",
                                                    output_fields=["count(*)"])
@@ -504,34 +528,7 @@ class MilvusKnowledgeBase:
         return Writing()
 
     def _require_embedder(self) -> Embedder:
-        if self.embedder is None:
-            raise EmbedderMissingError(f"open {self.name!r} with an embedder to add documents")
-        return self.embedder
-
-    @staticmethod
-    def _check_embedder(embedder: Embedder, manifest: Manifest) -> None:
-        if (embedder.name, embedder.dimension) != (manifest.embedding_model, manifest.dimension):
-            raise EmbeddingMismatchError(manifest.embedding_model, manifest.dimension,
-                                         embedder.name, embedder.dimension)
-
-    @staticmethod
-    def _vectors(embedder: Embedder, plan: Sequence[PreparedFile],
-                 on_progress: EmbedProgress | None) -> np.ndarray:
-        missing = [c.text for f in plan if f.vectors is None for c in f.chunks]
-        parts = []
-        for i in range(0, len(missing), EMBED_BATCH):
-            batch = missing[i : i + EMBED_BATCH]
-            parts.append(check_embeddings(embedder.embed(batch), len(batch), embedder.dimension))
-            if on_progress:
-                on_progress(min(i + EMBED_BATCH, len(missing)), len(missing))
-        fresh = iter(np.vstack(parts)) if parts else iter(())
-        rows: list[np.ndarray] = []
-        for f in plan:
-            if f.vectors is None:
-                rows.extend(next(fresh) for _ in f.chunks)
-            else:
-                rows.extend(check_embeddings(f.vectors, len(f.chunks), embedder.dimension))
-        return np.vstack(rows) if rows else np.zeros((0, embedder.dimension), np.float32)
+        return require_embedder(self.embedder, self.name)
 
 
 def _info(info: DocumentInfo) -> dict[str, Any]:
@@ -555,8 +552,49 @@ def _chunk(row: dict[str, Any]) -> Chunk:
                                             int(row["end"])))
 
 
-def _iter_rows(client: Any, collection: str, fields: list[str]) -> Iterator[list[dict]]:
-    iterator = client.query_iterator(collection, batch_size=QUERY_BATCH, filter="",
+def companions(collection: str) -> tuple[str, str, str]:
+    """A base's chunks collection and the two that go with it."""
+    return collection, f"{collection}_docs", f"{collection}_terms"
+
+
+def term_counts(chunk_terms: Iterable[str]) -> Counter[str]:
+    """In how many of these chunks each term appears (a chunk counts a term once)."""
+    counts: Counter[str] = Counter()
+    for words in chunk_terms:
+        counts.update(set(words.split()))
+    return counts
+
+
+def read_counts(client: Any, collection: str, words: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(0, len(words), QUERY_BATCH):
+        rows = client.get(collection, ids=list(words[i : i + QUERY_BATCH]),
+                          output_fields=["df"])
+        out.update((r["term"], int(r["df"])) for r in rows)
+    return out
+
+
+def adjust_counts(client: Any, collection: str, deltas: Counter[str], sign: int) -> None:
+    """Add ``sign`` × each delta to the stored counts; a count at zero is deleted. Only
+    under the base's writer lock: this reads, then writes."""
+    words = sorted(deltas)
+    current = read_counts(client, collection, words)
+    upserts, gone = [], []
+    for word in words:
+        value = current.get(word, 0) + sign * deltas[word]
+        if value > 0:
+            upserts.append({"term": word, "df": value, "unused": [0.0, 0.0]})
+        elif word in current:
+            gone.append(word)
+    for i in range(0, len(upserts), INSERT_BATCH):
+        client.upsert(collection, upserts[i : i + INSERT_BATCH])
+    for i in range(0, len(gone), INSERT_BATCH):
+        client.delete(collection, ids=gone[i : i + INSERT_BATCH])
+
+
+def _iter_rows(client: Any, collection: str, fields: list[str], filter: str = ""
+               ) -> Iterator[list[dict]]:
+    iterator = client.query_iterator(collection, batch_size=QUERY_BATCH, filter=filter,
                                      output_fields=fields)
     try:
         while batch := iterator.next():
@@ -573,6 +611,8 @@ class MilvusView:
         self.client = base.client
         self.collection = base.collection
         self.chunk_count = base.manifest.chunks
+        self._fetched: dict[tuple[str, int], Chunk] = {}  # by (doc_id, ordinal)
+        self._ends: set[tuple[str, int]] = set()  # a file's last chunk
 
     def candidates(self, tokens: Sequence[str], vector: np.ndarray | None, k: int
                    ) -> tuple[dict[int, float], dict[int, float]]:
@@ -610,20 +650,39 @@ class MilvusView:
         """As the local index's: each term's idf, and an unseen term's as if in one chunk."""
         n = self.chunk_count
         total = 0.0
-        for word in words:
-            df = self.base.doc_frequency(word)
+        for df in self.base.doc_frequencies(words).values():
             total += (math.log(1 + (n - df + 0.5) / (df + 0.5)) if df
                       else math.log(1 + (n - 0.5) / 1.5))
         return total
 
     def get_chunks(self, row_ids: Sequence[int]) -> dict[int, Chunk]:
-        ids = list(dict.fromkeys(int(i) for i in row_ids))
-        if not ids:
+        """The chunks asked for, fetched with their neighbours in one call: a file's
+        chunks get consecutive row ids, so the passages' ranges are then at hand (a row
+        after a fetched one that is absent or of another file marks its file's end)."""
+        wanted = list(dict.fromkeys(int(i) for i in row_ids))
+        if not wanted:
             return {}
-        rows = self.client.get(self.collection, ids=ids, output_fields=_CHUNK_FIELDS)
-        return {int(r["row_id"]): _chunk(r) for r in rows}
+        around = {i + d for i in wanted for d in range(-NEIGHBOURS, NEIGHBOURS + 1) if i + d > 0}
+        rows = self.client.get(self.collection, ids=sorted(around), output_fields=_CHUNK_FIELDS)
+        by_row = {int(r["row_id"]): _chunk(r) for r in rows}
+        for row, chunk in by_row.items():
+            self._fetched[(chunk.doc_id, chunk.ordinal)] = chunk
+            after = by_row.get(row + 1)
+            if row + 1 in around and (after is None or after.doc_id != chunk.doc_id):
+                self._ends.add((chunk.doc_id, chunk.ordinal))
+        return {i: by_row[i] for i in wanted if i in by_row}
 
     def get_range(self, doc_id: str, first: int, last: int) -> list[Chunk]:
+        found = []
+        for ordinal in range(int(first), int(last) + 1):
+            chunk = self._fetched.get((doc_id, ordinal))
+            if chunk is None:
+                break
+            found.append(chunk)
+            if (doc_id, ordinal) in self._ends:
+                return found
+        else:
+            return found
         rows = self.client.query(
             self.collection, filter=f'doc_id == "{doc_id}" and ordinal >= {int(first)} '
                                     f'and ordinal <= {int(last)}',

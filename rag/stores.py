@@ -7,6 +7,7 @@ in both for a moment, and once its rows are all in Milvus that copy is the one s
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,16 @@ import numpy as np
 from rag.embeddings import Embedder
 from rag.errors import KnowledgeBaseExistsError, KnowledgeBaseNotFoundError
 from rag.knowledge_base import KnowledgeBaseInfo, KnowledgeBaseStore
-from rag.milvus_store import INSERT_BATCH, MilvusKnowledgeBaseStore, _hash, _info, terms
+from rag.milvus_store import (
+    INSERT_BATCH,
+    MilvusKnowledgeBaseStore,
+    _hash,
+    _info,
+    adjust_counts,
+    companions,
+    term_counts,
+    terms,
+)
 from rag.snapshot import Manifest
 
 STORES = ("local", "milvus")
@@ -112,6 +122,7 @@ def copy_snapshot(snapshot: Any, milvus: MilvusKnowledgeBaseStore, name: str,
         db = snapshot._conn
         total = source.chunks
         done, last = 0, -1
+        counts: Counter[str] = Counter()
         while True:
             rows = db.execute(
                 'SELECT c.row_id, c.doc_id, c.ordinal, c.page, c.start, c."end", c.text, '
@@ -119,12 +130,14 @@ def copy_snapshot(snapshot: Any, milvus: MilvusKnowledgeBaseStore, name: str,
                 "WHERE c.row_id > ? ORDER BY c.row_id LIMIT ?", (last, INSERT_BATCH)).fetchall()
             if not rows:
                 break
-            client.insert(collection, [
+            batch = [
                 {"row_id": r[0], "doc_id": r[1], "ordinal": r[2],
                  "page": -1 if r[3] is None else r[3], "start": r[4], "end": r[5],
                  "text": r[6], "terms": terms(r[7].split(" ") if r[7] else []),
                  "source": r[8], "dense": np.asarray(vectors[vector_of[r[0]]]).tolist()}
-                for r in rows])
+                for r in rows]
+            client.insert(collection, batch)
+            counts.update(term_counts(row["terms"] for row in batch))
             last = rows[-1][0]
             done += len(rows)
             if on_progress:
@@ -135,7 +148,8 @@ def copy_snapshot(snapshot: Any, milvus: MilvusKnowledgeBaseStore, name: str,
                 {"key": _hash(d.source), "info": json.dumps(_info(d), ensure_ascii=False),
                  "content_hash": d.content_hash,
                  "unused": [0.0, 0.0]} for d in documents])
-        for name_ in (collection, f"{collection}_docs"):
+        adjust_counts(client, f"{collection}_terms", counts, +1)
+        for name_ in companions(str(collection)):
             client.flush(name_)
         published = replace(target, next_row=max([0, *ids.tolist()]) + 1)
         milvus._write(published)  # last: until now the base was served from its folders

@@ -59,6 +59,18 @@ def llama_pair() -> Iterator[list[LlamaCppServer]]:
             server.stop()
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> None:
+    """Ask a process we started to stop with ``sig``; SIGKILL it after ``timeout_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class GatewayProcess:
     """``python -m gateway serve`` with a YAML config, on a free port; restartable."""
 
@@ -93,13 +105,7 @@ class GatewayProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT, timeout_s=20)
         self.process = None
 
     def log(self) -> str:
@@ -161,13 +167,7 @@ class WorkerProcess:
             self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, timeout_s=30)
         self.process = None
 
     def log(self) -> str:
@@ -212,14 +212,8 @@ class MilvusLiteServer:
         raise RuntimeError(f"milvus-lite server did not start: {self.log_path.read_text()}")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process, signal.SIGTERM, timeout_s=20)
+        self.process = None
 
 
 class RedisServer:

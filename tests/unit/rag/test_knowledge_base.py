@@ -193,3 +193,28 @@ def test_a_local_base_migrates_to_milvus_without_parsing_or_embedding(
     assert result.added == ("new.txt",) and moved.search("西湖")[0].source == "new.txt"
     with pytest.raises(KnowledgeBaseExistsError):
         stores.migrate("docs")
+
+
+def test_milvus_keeps_each_terms_document_frequency_through_replace_and_delete(
+        tmp_path: Path, embedder: FakeEmbedder) -> None:
+    from rag.milvus_store import _iter_rows, read_counts, term_counts
+
+    stores = KnowledgeStores(KnowledgeBaseStore(tmp_path / "kbs"),
+                             MilvusKnowledgeBaseStore(str(tmp_path / "m.db"), tmp_path / "locks"),
+                             default="milvus")
+    kb = stores.create("docs", embedder, chunking=ChunkingConfig(60, 10))
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    ingest_files(kb, write_files(tmp_path / "b", {"beijing.txt": "北京有长城和颐和园。"}))
+    kb.delete_document("faiss.md")
+
+    def stored_and_recounted() -> tuple[dict[str, int], dict[str, int]]:
+        rows = [r for batch in _iter_rows(kb.client, kb.collection, ["terms"]) for r in batch]
+        truth = dict(term_counts(r["terms"] for r in rows))
+        every = [r["term"] for batch in _iter_rows(kb.client, f"{kb.collection}_terms",
+                                                    ["term"]) for r in batch]
+        return read_counts(kb.client, f"{kb.collection}_terms", every), truth
+
+    stored, truth = stored_and_recounted()
+    assert stored == truth and truth  # replaced and deleted chunks' terms were taken off
+    assert kb.search("长城", mode="lexical")[0].source == "beijing.txt"
+    assert not any(p.source == "faiss.md" for p in kb.search("FAISS dense vectors"))
