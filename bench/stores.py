@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# run as a script, bench/ is first on the path, and its profile.py would shadow the
-# standard library's (torch imports cProfile, which imports profile)
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 from bench.retrieval import (  # noqa: E402

@@ -1,9 +1,9 @@
 """A py-spy profile of ragate under load, the way bench/overhead.py measures it.
 
     . .venv/bin/activate
-    python bench/profile.py --out bench/profiles/ragate-c32-json.svg
-    python bench/profile.py --stream --out bench/profiles/ragate-c32-sse.svg
-    python bench/profile.py --tenants --format raw --out /tmp/tenants.txt
+    python bench/flamegraph.py --out bench/profiles/ragate-c32-json.svg
+    python bench/flamegraph.py --stream --out bench/profiles/ragate-c32-sse.svg
+    python bench/flamegraph.py --tenants --format raw --out /tmp/tenants.txt
 
 The fake backend and wrk on CPU 1, ragate (one worker) on CPU 0; wrk warms up for 2 s,
 then py-spy (the ``py-spy`` of the dev extra) samples ragate at 500 Hz while wrk keeps 32
