@@ -23,10 +23,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,6 +118,65 @@ class AddResult:
     duplicates: dict[str, str]
     chunks_added: int
     version: int
+
+
+@dataclass(slots=True)
+class SortedFiles:
+    """What an add does with each file (see ``sort_files``)."""
+
+    plan: list[PreparedFile] = field(default_factory=list)  # to store, in order
+    stale: list[str] = field(default_factory=list)  # doc ids their new versions replace
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)  # source -> stored copy
+
+
+def sort_files(files: Sequence[PreparedFile], stored: Mapping[str, tuple[str, str]],
+               source_of_hash: Mapping[str, str]) -> SortedFiles:
+    """Same source and hash: unchanged. Same source, new hash: replaces the stored
+    version. Another source with the same hash (stored, or earlier in ``files``): a
+    duplicate. ``stored``: source -> (doc_id, content_hash) of what the base holds (at
+    least the files' sources); ``source_of_hash``: content hash -> stored source (at
+    least the files' hashes)."""
+    out = SortedFiles()
+    by_hash = dict(source_of_hash)
+    for f in files:
+        old = stored.get(f.source)
+        if old and old[1] == f.content_hash:
+            out.unchanged.append(f.source)
+        elif f.content_hash in by_hash and by_hash[f.content_hash] != f.source:
+            out.duplicates[f.source] = by_hash[f.content_hash]
+        else:
+            if old:
+                out.stale.append(old[0])
+                out.replaced.append(f.source)
+            else:
+                out.added.append(f.source)
+            by_hash[f.content_hash] = f.source
+            out.plan.append(f)
+    return out
+
+
+def check_new_base(index_kind: str, ocr: str, chunking: ChunkingConfig) -> None:
+    """Refuse a base that could not be built, before anything is written."""
+    check_index_kind(index_kind)
+    check_ocr_mode(ocr)
+    TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
+                 length_function=len if chunking.unit == "tokens" else None)
+
+
+def check_index_kind(kind: str) -> None:
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+
+
+def search_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A search's keyword overrides of RetrievalConfig fields (None keeps the default)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "score_threshold" in given:  # one threshold given: it holds for every language
+        given.setdefault("threshold_cjk", None)
+    return given
 
 
 def require_embedder(embedder: Embedder | None, name: str) -> Embedder:
@@ -221,15 +281,14 @@ class KnowledgeBase:
     def search(self, query: str, **overrides) -> list[Passage]:
         """Passages for ``query``; keyword overrides replace RetrievalConfig fields (None
         keeps the base's default)."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "score_threshold" in given:  # one threshold given: it holds for every language
-            given.setdefault("threshold_cjk", None)
         return HybridRetriever(self._snapshot, self.embedder, self.retrieval).retrieve(
-            query, **given
-        )
+            query, **search_overrides(overrides))
 
     def refresh(self) -> bool:
-        """Load the live snapshot if another process published a newer one."""
+        """Load the live snapshot if another process published a newer one; raise
+        KnowledgeBaseNotFoundError once the base was deleted (here or elsewhere)."""
+        if not (self.path / SNAPSHOTS).is_dir():
+            raise KnowledgeBaseNotFoundError(f"knowledge base {self.name!r} not found")
         live = _read_current(self.path)
         if live == self._snapshot.folder.name:
             return False
@@ -248,33 +307,20 @@ class KnowledgeBase:
         chunks are replaced. Another source with the same hash: skipped as a duplicate.
         """
         embedder = self._require_embedder()
-        added, replaced, unchanged, duplicates = [], [], [], {}
         with self._writing() as draft:
             # a rebuild with another model may have landed since this base was opened:
             # its vectors must never be mixed with this embedder's (both may be 384-d)
             check_embedder(embedder, draft.base.manifest)
             db, dense = draft.db, draft.dense
-            plan: list[PreparedFile] = []
-            by_hash = {h: s for s, h in db.execute("SELECT source, content_hash FROM documents")}
-            stale: list[str] = []
-            for f in files:
-                old = db.execute("SELECT doc_id, content_hash FROM documents WHERE source = ?",
-                                 (f.source,)).fetchone()
-                if old and old[1] == f.content_hash:
-                    unchanged.append(f.source)
-                elif f.content_hash in by_hash and by_hash[f.content_hash] != f.source:
-                    duplicates[f.source] = by_hash[f.content_hash]
-                else:
-                    if old:
-                        stale.append(old[0])
-                        replaced.append(f.source)
-                    else:
-                        added.append(f.source)
-                    by_hash[f.content_hash] = f.source
-                    plan.append(f)
+            held = db.execute("SELECT source, doc_id, content_hash FROM documents").fetchall()
+            sorting = sort_files(files, {s: (d, h) for s, d, h in held},
+                                 {h: s for s, _, h in held})
+            added, replaced, unchanged, duplicates = (
+                sorting.added, sorting.replaced, sorting.unchanged, sorting.duplicates)
+            plan = sorting.plan
             if not plan:
                 return AddResult(added, replaced, unchanged, duplicates, 0, draft.base.version)
-            self._delete_docs(db, dense, stale)
+            self._delete_docs(db, dense, sorting.stale)
             texts = [c.text for f in plan for c in f.chunks]
             vectors = plan_vectors(embedder, plan, on_progress)
             next_row = (db.execute("SELECT MAX(row_id) FROM chunks").fetchone()[0] or 0) + 1
@@ -316,8 +362,7 @@ class KnowledgeBase:
                 on_progress: EmbedProgress | None = None) -> None:
         """Re-embed every chunk with ``embedder`` (maybe another model) into a new snapshot."""
         kind = index_kind or self.manifest.index_kind
-        if kind not in INDEX_KINDS:
-            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        check_index_kind(kind)
         with self._writing(manifest_changes=lambda m: replace(
             m, embedding_model=embedder.name, dimension=embedder.dimension, index_kind=kind,
             embedding_path=embedding_path or _path_hint(embedder),
@@ -339,10 +384,6 @@ class KnowledgeBase:
     def live_snapshot(self) -> Snapshot:
         """The snapshot CURRENT names now (read under ``writer_lock`` to copy it whole)."""
         return self._load_live()
-
-    def exists(self) -> bool:
-        """False once the base was deleted (by this process or another)."""
-        return (self.path / SNAPSHOTS).is_dir()
 
     # -- internals --------------------------------------------------------------------
     def _require_embedder(self) -> Embedder:
@@ -578,12 +619,8 @@ class KnowledgeBaseStore:
                retrieval: RetrievalConfig | None = None, ocr: str = "auto") -> KnowledgeBase:
         """Create an empty base built for ``embedder`` (its name and dimension are recorded)."""
         path = self.path_for(name)
-        if index_kind not in INDEX_KINDS:
-            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}")
-        check_ocr_mode(ocr)
         chunking = chunking or ChunkingConfig()
-        TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
-                     length_function=len if chunking.unit == "tokens" else None)  # validate
+        check_new_base(index_kind, ocr, chunking)
         if path.exists():
             raise KnowledgeBaseExistsError(f"knowledge base {name!r} already exists")
         staging = self.root / f".tmp-{uuid.uuid4().hex}"

@@ -30,7 +30,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ from rag.errors import (
     KnowledgeBaseExistsError,
     KnowledgeBaseNotFoundError,
 )
-from rag.index import INDEX_KINDS
 from rag.knowledge_base import (
     AddResult,
     EmbedProgress,
@@ -51,13 +51,16 @@ from rag.knowledge_base import (
     _file_lock,
     _path_hint,
     check_embedder,
+    check_index_kind,
+    check_new_base,
     check_ocr_mode,
     plan_vectors,
     require_embedder,
+    search_overrides,
+    sort_files,
     splitter_for,
     validate_kb_name,
 )
-from rag.ocr import OCR_MODES
 from rag.retrieval import HybridRetriever, RetrievalConfig
 from rag.snapshot import ChunkingConfig, DocumentInfo, Manifest
 from rag.splitting import TextSplitter
@@ -156,17 +159,12 @@ class MilvusKnowledgeBaseStore:
     # -- bases -----------------------------------------------------------------------------
     def create(self, name: str, embedder: Embedder, *, index_kind: str = "flat",
                chunking: ChunkingConfig | None = None,
-               retrieval: RetrievalConfig | None = None, ocr: str = "auto",
-               manifest: Manifest | None = None) -> MilvusKnowledgeBase:
-        """An empty base for ``embedder`` (or one described by ``manifest``, for a
-        migration that copies its rows in)."""
+               retrieval: RetrievalConfig | None = None, ocr: str = "auto"
+               ) -> MilvusKnowledgeBase:
+        """An empty base built for ``embedder`` (its name and dimension are recorded)."""
         validate_kb_name(name)
-        if index_kind not in INDEX_KINDS:
-            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}")
-        check_ocr_mode(ocr)
         chunking = chunking or ChunkingConfig()
-        TextSplitter(chunking.size, chunking.overlap, unit=chunking.unit,
-                     length_function=len if chunking.unit == "tokens" else None)  # validate
+        check_new_base(index_kind, ocr, chunking)
         with self.lock(name):
             if self._read(name) is not None:
                 raise KnowledgeBaseExistsError(f"knowledge base {name!r} already exists")
@@ -174,15 +172,15 @@ class MilvusKnowledgeBaseStore:
             fresh = Manifest(name=name, version=1, embedding_model=embedder.name,
                              dimension=embedder.dimension, index_kind=index_kind,
                              chunking=chunking, embedding_path=_path_hint(embedder), ocr=ocr,
-                             created_at=now, updated_at=now)
-            if manifest is not None:
-                fresh = replace(manifest, version=1, documents=0, chunks=0, next_row=1,
-                                updated_at=now)
-            fresh = replace(fresh, store="milvus",
-                            collection=f"{self.prefix}_kb_{_hash(name)}_1")
+                             created_at=now, updated_at=now, store="milvus",
+                             collection=self.collection_name(name, 1))
             self.create_collections(fresh)
             self._write(fresh)
         return MilvusKnowledgeBase(self, name, embedder, retrieval)
+
+    def collection_name(self, name: str, generation: int) -> str:
+        """A base's chunks collection; a rebuild writes the next generation."""
+        return f"{self.prefix}_kb_{_hash(name)}_{generation}"
 
     def create_collections(self, manifest: Manifest) -> None:
         from pymilvus import DataType, Function, FunctionType
@@ -303,11 +301,9 @@ class MilvusKnowledgeBase:
         assert self._manifest.collection is not None
         return self._manifest.collection
 
-    def exists(self) -> bool:
-        return self.store._read(self._name) is not None
-
     def refresh(self) -> bool:
-        """Nothing to load: the newest manifest only (the rows are on the server)."""
+        """Nothing to load: the newest manifest only (the rows are on the server);
+        KnowledgeBaseNotFoundError once the base was deleted."""
         live = self.store.manifest(self._name)
         if live.version == self._manifest.version:
             return False
@@ -339,11 +335,8 @@ class MilvusKnowledgeBase:
         return splitter_for(self.manifest.chunking, self.embedder)
 
     def search(self, query: str, **overrides: Any) -> list[Passage]:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "score_threshold" in given:
-            given.setdefault("threshold_cjk", None)
         return HybridRetriever(MilvusView(self), self.embedder, self.retrieval).retrieve(
-            query, **given)
+            query, **search_overrides(overrides))
 
     def doc_frequencies(self, words: Sequence[str]) -> dict[str, int]:
         """How many chunks hold each term (cached until the base's next version)."""
@@ -370,65 +363,55 @@ class MilvusKnowledgeBase:
         """Store prepared files (same rules as a local base: unchanged, replaced,
         duplicate by content hash); the new version is visible to every replica at once."""
         embedder = self._require_embedder()
-        added, replaced, unchanged, duplicates = [], [], [], {}
-        with self._writing() as manifest:
-            check_embedder(embedder, manifest)
-            docs = f"{self.collection}_docs"
-            plan, stale = [], []
-            known = {f.source: self.document(f.source) for f in files}
-            seen_hashes: dict[str, str] = {}
-            for f in files:
-                old = known[f.source]
-                if old is not None and old.content_hash == f.content_hash:
-                    unchanged.append(f.source)
-                    continue
-                copy_of = seen_hashes.get(f.content_hash) or self._source_with_hash(
-                    f.content_hash)
-                if copy_of is not None and copy_of != f.source:
-                    duplicates[f.source] = copy_of
-                    continue
-                if old is not None:
-                    stale.append(old.doc_id)
-                    replaced.append(f.source)
-                else:
-                    added.append(f.source)
-                seen_hashes[f.content_hash] = f.source
-                plan.append(f)
+        with self._writing() as draft:
+            check_embedder(embedder, draft.manifest)
+            held = self._documents_of([f.source for f in files])
+            sorting = sort_files(files, {d.source: (d.doc_id, d.content_hash) for d in held},
+                                 self._sources_with_hashes([f.content_hash for f in files]))
+            plan = sorting.plan
             if not plan:
-                self._unchanged = True  # nothing written: no new version
-                return AddResult(added, replaced, unchanged, duplicates, 0, manifest.version)
-            for doc_id in stale:
+                draft.changed = False  # nothing written: no new version
+                return AddResult(sorting.added, sorting.replaced, sorting.unchanged,
+                                 sorting.duplicates, 0, draft.manifest.version)
+            for doc_id in sorting.stale:
                 self._count_terms(-1, self._rows_of(doc_id))
                 self.client.delete(self.collection, filter=f'doc_id == "{doc_id}"')
             vectors = plan_vectors(embedder, plan, on_progress)
-            next_row = manifest.next_row
-            rows, now, at = [], time.time(), 0
+            rows: list[dict[str, Any]] = []
+            now = time.time()
             for f in plan:
                 tokens = f.tokens or [" ".join(tokenize(c.text)) for c in f.chunks]
                 for c, words in zip(f.chunks, tokens, strict=True):
-                    rows.append(_row(next_row, c, words, vectors[at]))
-                    next_row += 1
-                    at += 1
+                    rows.append(_row(draft.next_row, c, words, vectors[len(rows)]))
+                    draft.next_row += 1
             for i in range(0, len(rows), INSERT_BATCH):
                 self.client.insert(self.collection, rows[i : i + INSERT_BATCH])
             self._count_terms(+1, rows)
-            infos = []
-            for f in plan:
-                doc_id = f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}"
-                info = DocumentInfo(doc_id, f.source, f.content_hash, f.pages, len(f.chunks),
-                                    now, f.metadata)
-                infos.append({"key": _hash(f.source),
-                              "info": json.dumps(_info(info), ensure_ascii=False),
-                              "content_hash": f.content_hash, "unused": [0.0, 0.0]})
-            self.client.upsert(docs, infos)
-            self._next_row = next_row
-        return AddResult(added, replaced, unchanged, duplicates, len(rows), self.version)
+            self.client.upsert(f"{self.collection}_docs", [_document_row(DocumentInfo(
+                f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}", f.source,
+                f.content_hash, f.pages, len(f.chunks), now, f.metadata)) for f in plan])
+        return AddResult(sorting.added, sorting.replaced, sorting.unchanged,
+                         sorting.duplicates, len(rows), self.version)
 
-    def _source_with_hash(self, content_hash: str) -> str | None:
-        rows = self.client.query(f"{self.collection}_docs",
-                                 filter=f'content_hash == "{content_hash}"',
-                                 output_fields=["info"], limit=1)
-        return json.loads(rows[0]["info"])["source"] if rows else None
+    def _documents_of(self, sources: Sequence[str]) -> list[DocumentInfo]:
+        keys = sorted({_hash(s) for s in sources})
+        rows = [r for i in range(0, len(keys), QUERY_BATCH)
+                for r in self.client.get(f"{self.collection}_docs",
+                                         ids=keys[i : i + QUERY_BATCH], output_fields=["info"])]
+        return [DocumentInfo(**json.loads(r["info"])) for r in rows]
+
+    def _sources_with_hashes(self, hashes: Sequence[str]) -> dict[str, str]:
+        """Content hash -> the stored source with it, for these hashes (hex: safe to quote)."""
+        wanted = sorted(set(hashes))
+        out: dict[str, str] = {}
+        for i in range(0, len(wanted), QUERY_BATCH):
+            part = wanted[i : i + QUERY_BATCH]
+            for r in self.client.query(f"{self.collection}_docs",
+                                       filter=f"content_hash in {json.dumps(part)}",
+                                       output_fields=["info"], limit=len(part) * 4):
+                info = json.loads(r["info"])
+                out.setdefault(info["content_hash"], info["source"])
+        return out
 
     def delete_document(self, source: str) -> None:
         with self._writing():
@@ -440,8 +423,7 @@ class MilvusKnowledgeBase:
             self.client.delete(f"{self.collection}_docs", ids=[_hash(source)])
 
     def set_ocr(self, mode: str) -> None:
-        if mode not in OCR_MODES:
-            raise ValueError(f"ocr must be one of {', '.join(OCR_MODES)}, got {mode!r}")
+        check_ocr_mode(mode)
         with self._writing(ocr=mode):
             pass
 
@@ -450,14 +432,13 @@ class MilvusKnowledgeBase:
                 on_progress: EmbedProgress | None = None) -> None:
         """Re-embed every chunk into a new generation of collections, then switch."""
         kind = index_kind or self.manifest.index_kind
-        if kind not in INDEX_KINDS:
-            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        check_index_kind(kind)
         with self.store.lock(self.name):
             old = self.store.manifest(self.name)
             generation = int(str(old.collection).rsplit("_", 1)[1]) + 1
             new = replace(old, embedding_model=embedder.name, dimension=embedder.dimension,
                           index_kind=kind, embedding_path=embedding_path or _path_hint(embedder),
-                          collection=f"{self.store.prefix}_kb_{_hash(self.name)}_{generation}")
+                          collection=self.store.collection_name(self.name, generation))
             self.store.create_collections(new)
             try:
                 total, done = old.chunks, 0
@@ -492,49 +473,46 @@ class MilvusKnowledgeBase:
             self.retrieval = RetrievalConfig.for_embedder(embedder.name)
 
     # -- internals -------------------------------------------------------------------------
-    def _writing(self, **changes: Any) -> Any:
-        base = self
-
-        class Writing:
-            def __enter__(self) -> Manifest:
-                base._write_lock.acquire()
-                self.lock = base.store.lock(base.name)
-                self.lock.__enter__()
-                base._manifest = base.store.manifest(base.name)  # another writer's, maybe
-                base._next_row = base._manifest.next_row
-                base._unchanged = False
-                return base._manifest
-
-            def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-                try:
-                    if kind is None and not base._unchanged:
-                        for collection in companions(base.collection):
-                            base.client.flush(collection)  # searchable, and indexed
-                        counts = base.client.query(base.collection, filter="",
-                                                   output_fields=["count(*)"])
-                        docs = base.client.query(f"{base.collection}_docs", filter="",
-                                                 output_fields=["count(*)"])
-                        manifest = replace(base._manifest, version=base._manifest.version + 1,
-                                           chunks=int(counts[0]["count(*)"]),
-                                           documents=int(docs[0]["count(*)"]),
-                                           next_row=base._next_row, updated_at=time.time(),
-                                           **changes)
-                        base.store._write(manifest)
-                        base._manifest = manifest
-                finally:
-                    self.lock.__exit__(kind, exc, tb)
-                    base._write_lock.release()
-
-        return Writing()
+    @contextmanager
+    def _writing(self, **changes: Any) -> Iterator[_Draft]:
+        """Hold the writer lock over a change; then flush it (searchable, and indexed)
+        and publish the next manifest, counted from the server, unless nothing changed."""
+        with self._write_lock, self.store.lock(self.name):
+            self._manifest = self.store.manifest(self.name)  # another writer's, maybe
+            draft = _Draft(self._manifest, self._manifest.next_row)
+            yield draft
+            if not draft.changed:
+                return
+            for collection in companions(self.collection):
+                self.client.flush(collection)
+            manifest = replace(self._manifest, version=self._manifest.version + 1,
+                               chunks=_count(self.client, self.collection),
+                               documents=_count(self.client, f"{self.collection}_docs"),
+                               next_row=draft.next_row, updated_at=time.time(), **changes)
+            self.store._write(manifest)
+            self._manifest = manifest
 
     def _require_embedder(self) -> Embedder:
         return require_embedder(self.embedder, self.name)
 
 
-def _info(info: DocumentInfo) -> dict[str, Any]:
-    return {"doc_id": info.doc_id, "source": info.source, "content_hash": info.content_hash,
-            "pages": info.pages, "chunks": info.chunks, "added_at": info.added_at,
-            "metadata": info.metadata}
+@dataclass(slots=True)
+class _Draft:
+    """A write in progress: the manifest it started from, the next free row id, and
+    whether it changed anything (a no-op publishes no new version)."""
+
+    manifest: Manifest
+    next_row: int
+    changed: bool = True
+
+
+def _count(client: Any, collection: str) -> int:
+    return int(client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+
+def _document_row(info: DocumentInfo) -> dict[str, Any]:
+    return {"key": _hash(info.source), "info": json.dumps(asdict(info), ensure_ascii=False),
+            "content_hash": info.content_hash, "unused": [0.0, 0.0]}
 
 
 def _row(row_id: int, chunk: Chunk, tokens: str, vector: np.ndarray) -> dict[str, Any]:

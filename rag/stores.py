@@ -6,7 +6,6 @@ in both for a moment, and once its rows are all in Milvus that copy is the one s
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +19,7 @@ from rag.knowledge_base import KnowledgeBaseInfo, KnowledgeBaseStore
 from rag.milvus_store import (
     INSERT_BATCH,
     MilvusKnowledgeBaseStore,
-    _hash,
-    _info,
+    _document_row,
     adjust_counts,
     companions,
     term_counts,
@@ -113,7 +111,7 @@ def copy_snapshot(snapshot: Any, milvus: MilvusKnowledgeBaseStore, name: str,
     from dataclasses import replace
 
     source = snapshot.manifest
-    target = replace(source, store="milvus", collection=f"{milvus.prefix}_kb_{_hash(name)}_1")
+    target = replace(source, store="milvus", collection=milvus.collection_name(name, 1))
     milvus.create_collections(target)
     client, collection = milvus.client, target.collection
     try:
@@ -144,10 +142,7 @@ def copy_snapshot(snapshot: Any, milvus: MilvusKnowledgeBaseStore, name: str,
                 on_progress(done, total)
         documents = snapshot.documents()
         if documents:
-            client.insert(f"{collection}_docs", [
-                {"key": _hash(d.source), "info": json.dumps(_info(d), ensure_ascii=False),
-                 "content_hash": d.content_hash,
-                 "unused": [0.0, 0.0]} for d in documents])
+            client.insert(f"{collection}_docs", [_document_row(d) for d in documents])
         adjust_counts(client, f"{collection}_terms", counts, +1)
         for name_ in companions(str(collection)):
             client.flush(name_)

@@ -144,7 +144,7 @@ return held
 class RedisJobBoard:
     """    {p}:kbjobs:queue            specs waiting (LPUSH in, LMOVE out: oldest first)
     {p}:kbjobs:held:{worker}    specs a runner took and has not released
-    {p}:kbjobs:workers          the runners that ever took a job (a set)
+    {p}:kbjobs:workers          the runners that beat (a set; a runner beats before it takes)
     {p}:kbjobs:alive:{worker}   a runner's heartbeat, expiring after its TTL
     {p}:kbjob:{id}              a job's latest report (JSON), kept KEEP_S"""
 
@@ -188,7 +188,7 @@ class RedisJobBoard:
         await self._call(self.redis.lpush(self.queue, json.dumps(spec)))
 
     async def take(self, worker: str) -> Spec | None:
-        await self._call(self.redis.sadd(self.workers, worker))
+        # ``worker`` is in the runners' set already: a runner beats before it takes
         raw = await self._call(self.redis.lmove(self.queue, self._held(worker), "RIGHT", "LEFT"))
         return json.loads(raw) if raw else None
 

@@ -109,7 +109,7 @@ class JobRunner:
             finally:
                 self.current = None
                 self.jobs_run += 1
-                remove_staged(spec)
+                await asyncio.to_thread(remove_staged, spec)  # many files: off the loop
                 with contextlib.suppress(GatewayError):
                     await self.board.release(self.name, spec["job_id"])
 

@@ -199,21 +199,20 @@ class KnowledgeService:
     # -- bases ----------------------------------------------------------------------------
 
     def _base(self, name: str) -> Any:
-        """An opened base, refreshed if a newer version was published (worker thread)."""
+        """An opened base, refreshed if a newer version was published (worker thread):
+        one read of its CURRENT file, or of its Milvus manifest, per request."""
+        import rag
+
         base = self._bases.get(name)
-        if base is None or not base.exists():
-            base = self.store.open(name, self._embedder_for(self.store.manifest(name)))
-            self._bases[name] = base
-        else:
+        if base is not None:
             try:
                 base.refresh()
-            except Exception as exc:  # rebuilt elsewhere with another model: open anew
-                import rag
-
-                if not isinstance(exc, rag.EmbeddingMismatchError):
-                    raise
+                return base
+            # deleted (maybe made again since), or rebuilt elsewhere with another model
+            except (rag.KnowledgeBaseNotFoundError, rag.EmbeddingMismatchError):
                 self._bases.pop(name, None)
-                return self._base(name)
+        base = self.store.open(name, self._embedder_for(self.store.manifest(name)))
+        self._bases[name] = base
         return base
 
     def _embedder_for(self, manifest: Any) -> Any:
@@ -310,15 +309,15 @@ class KnowledgeService:
         """Queue a job over files already staged (the job owns and removes them)."""
         import rag
 
+        staged = [[filename, str(path)] for filename, path in files]
         try:
             await self._run(self.store.manifest, name)  # 404 now, not in the job
             job = rag.IngestJob(name, [(path, filename) for filename, path in files])
             progress = job.progress().to_dict()
             await self.board.submit({"job_id": job.id, "knowledge_base": name,
-                                     "files": [[f, str(p)] for f, p in files]}, progress)
+                                     "files": staged}, progress)
         except BaseException:
-            await anyio.to_thread.run_sync(remove_staged, {"files": [[f, str(p)]
-                                                                     for f, p in files]})
+            await anyio.to_thread.run_sync(remove_staged, {"files": staged})
             raise
         return progress
 

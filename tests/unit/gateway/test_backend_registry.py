@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,10 @@ async def test_changes_survive_a_restart(fleet: FakeFleet, tmp_path: Path,
         assert (await client.post("/admin/backends/a:1/drain")).status_code == 200
         assert await answers(client) == {"b"}
     async with gateway_client(fleet, config, tmp_path) as (client, _):
-        rows = {row["name"]: row for row in (await client.get("/admin/backends")).json()["data"]}
+        listing = (await client.get("/admin/backends")).json()
+        assert listing["registry"]["store"] == "SqliteRegistryStore"
+        assert listing["registry"]["applied"] == 2  # the add and the drain, replayed
+        rows = {row["name"]: row for row in listing["data"]}
         assert rows["a:1"]["state"] == "drained" and rows["b:1"]["models"] == ["m"]
         assert await answers(client) == {"b"}
         assert (await client.delete("/admin/backends/a:1")).status_code == 200
@@ -85,31 +89,30 @@ async def test_bad_changes_are_4xx_and_write_nothing(fleet: FakeFleet, tmp_path:
         assert await registry.store.since(0) == (0, [])
 
 
-async def test_sqlite_store_numbers_every_write(tmp_path: Path) -> None:
-    store = await SqliteRegistryStore(tmp_path / "r.db").open()
+@pytest.fixture(params=["sqlite", "redis"])
+async def registry_store(request: pytest.FixtureRequest, tmp_path: Path
+                         ) -> AsyncIterator[SqliteRegistryStore | RedisRegistryStore]:
+    if request.param == "sqlite":
+        store: SqliteRegistryStore | RedisRegistryStore = await SqliteRegistryStore(
+            tmp_path / "r.db").open()
+    else:
+        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+        store = await RedisRegistryStore(client, f"test-registry-{uuid.uuid4().hex[:8]}").open()
     try:
-        assert await store.put({"name": "x", "targets": [], "drained": True}) == 1
-        assert await store.put({"name": "y", "targets": []}) == 2
-        assert await store.put({"name": "x", "targets": [], "drained": False}) == 3
-        newest, records = await store.since(1)
-        assert newest == 3 and [(r["name"], r["seq"]) for r in records] == [("y", 2), ("x", 3)]
-        assert records[1]["drained"] is False
-        assert await store.since(3) == (3, [])
+        yield store
     finally:
+        if isinstance(store, RedisRegistryStore):
+            await store.redis.delete(*store.keys)
         await store.close()
 
 
-async def test_redis_store_numbers_every_write() -> None:
-    prefix = f"test-registry-{uuid.uuid4().hex[:8]}"
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
-    store = await RedisRegistryStore(client, prefix).open()
-    try:
-        assert await store.put({"name": "x", "targets": [], "drained": True}) == 1
-        assert await store.put({"name": "y", "targets": []}) == 2
-        assert await store.put({"name": "x", "targets": [], "drained": False}) == 3
-        newest, records = await store.since(1)
-        assert newest == 3 and [(r["name"], r["seq"]) for r in records] == [("y", 2), ("x", 3)]
-        assert await store.since(3) == (3, [])
-    finally:
-        await client.delete(*store.keys)
-        await store.close()
+async def test_each_store_numbers_every_write(
+        registry_store: SqliteRegistryStore | RedisRegistryStore) -> None:
+    store = registry_store
+    assert await store.put({"name": "x", "targets": [], "drained": True}) == 1
+    assert await store.put({"name": "y", "targets": []}) == 2
+    assert await store.put({"name": "x", "targets": [], "drained": False}) == 3
+    newest, records = await store.since(1)
+    assert newest == 3 and [(r["name"], r["seq"]) for r in records] == [("y", 2), ("x", 3)]
+    assert records[1]["drained"] is False
+    assert await store.since(3) == (3, [])
