@@ -13,7 +13,6 @@ embedder.
 from __future__ import annotations
 
 import os
-import queue as queue_module
 import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -94,7 +93,10 @@ class IngestPool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            self._queue = self._context.Queue()
+            # a SimpleQueue writes each message to the pipe in put(), before the worker
+            # returns its result, so the last drain of a run hears every stage (a Queue's
+            # feeder thread could still hold them when the result came back)
+            self._queue = self._context.SimpleQueue()
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=self._context, initializer=_start_worker,
                 initargs=(self.limits, self._queue, self.warm))
@@ -158,8 +160,10 @@ class IngestPool:
     def _drain(self, on_message: Callable[[Message], None] | None) -> None:
         while True:
             try:
-                message = self._queue.get_nowait()
-            except (queue_module.Empty, OSError, ValueError):
+                if self._queue.empty():
+                    return
+                message = self._queue.get()
+            except (OSError, ValueError, EOFError):
                 return
             if on_message is not None and message[1] >= 0:
                 on_message(message)
@@ -204,9 +208,6 @@ def _start_worker(limits: WorkerLimits, messages: Any, warm: EmbedderSpec | None
 
     ocr.threads = 1
     _worker.update(messages=messages, limits=limits, embedders={})
-    # the queue's feeder thread starts on the first put: start it now, while memory is
-    # plentiful (a thread that cannot get its stack under the limit later hangs the put)
-    messages.put(("", -1, "ready", 0))
     if warm is not None:
         try:
             _embedder(warm)
