@@ -187,7 +187,13 @@ class MessageCounter:
         """Tokens the messages cannot exceed whatever the tokenizer: a byte-level one
         (every open model's) spends at least one byte per token, plus template tokens
         (what budgets reserve when counts are only estimated)."""
-        text_bytes = sum(len(message_text(m).encode()) for m in messages)
+        text_bytes = 0
+        for message in messages:
+            content = message.get("content")
+            if type(content) is str and not message.get("tool_calls"):  # the usual case
+                text_bytes += len(content) if content.isascii() else len(content.encode())
+            else:
+                text_bytes += len(message_text(message).encode())
         return text_bytes + (self.per_message_overhead + 8) * len(messages) + 8
 
     async def count_text(self, text: str) -> int:

@@ -26,7 +26,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -48,7 +48,26 @@ class Scope:
     limits: Limits
 
 
-@dataclass
+class Scopes(list[Scope]):
+    """The scopes of one principal, with a key that names them and their limits: a
+    string, so that its hash is computed once (the tuple of scopes it replaced hashed
+    every Limits model on every lookup of the request's share)."""
+
+    def __init__(self, scopes: Iterable[Scope] = ()) -> None:
+        super().__init__(scopes)
+        self.key = scopes_key(self)
+
+
+def scopes_key(scopes: list[Scope]) -> str:
+    """Names and limits of the scopes, as one string (``Scopes`` keeps it)."""
+    key = getattr(scopes, "key", None)
+    if key is None:
+        key = ";".join(f"{s.name}={','.join(map(str, limit_values(s.limits)))}"
+                       for s in scopes)
+    return key
+
+
+@dataclass(slots=True)
 class Admission:
     """A request let through: what it reserved where, and the most it may generate."""
 
@@ -60,6 +79,7 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
     allowance: Any = None  # the prefetched share it was admitted from (Redis only)
+    slot: int = 0  # its index in that share
 
 
 @lru_cache(maxsize=4096)  # Limits are frozen and few: read once, not per request
@@ -129,6 +149,11 @@ class RateLimiter(Protocol):
     async def admit(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
                     ) -> Admission: ...
 
+    def admit_here(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
+                   ) -> Admission | None:
+        """``admit`` when it needs no I/O (in process, or from a share); None when only
+        ``admit`` can decide. Refusals raise as ``admit``'s do."""
+
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         """Release the lease and correct the reservation (it may take effect a few tens of
         milliseconds later: Redis settles in batches)."""
@@ -171,6 +196,10 @@ class LocalRateLimiter:
 
     async def admit(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
                     ) -> Admission:
+        return self.admit_here(scopes, prompt_tokens, wanted)
+
+    def admit_here(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
+                   ) -> Admission:
         now = self._clock()
         windows = window_ids(now)
         if windows["minute"] != self._minute:  # forget windows that are over

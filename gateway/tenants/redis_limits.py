@@ -31,6 +31,7 @@ from gateway.tenants.limits import (
     duration,
     rate_headers,
     refusal_error,
+    scopes_key,
     seconds_to_reset,
     window_ids,
 )
@@ -299,12 +300,12 @@ class RedisRateLimiter:
         self._pending: list[tuple[list[str], list[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._return = client.register_script(_RETURN)
-        self._allowances: dict[tuple[Any, ...], Allowance] = {}
-        self._share_asked: set[tuple[Any, ...]] = set()
+        self._allowances: dict[str, Allowance] = {}
+        self._share_asked: set[str] = set()
         # per set of scopes: how many slots the next share asks for. A share three
         # quarters used within half its life doubles the next (so a busy key asks Redis
         # about once per 768 requests, not per 24); one mostly unused halves it
-        self._share_slots: dict[tuple[Any, ...], int] = {}
+        self._share_slots: dict[str, int] = {}
         self.prefetch = True
 
     @classmethod
@@ -329,19 +330,10 @@ class RedisRateLimiter:
         """Sent at once when no call is out; else queued and sent, with every other
         admission that arrived meanwhile, as one call when the one out returns (at 32
         requests in flight one round trip serves many; at 1 nothing waits)."""
-        key = tuple((scope.name, scope.limits) for scope in scopes)
-        allowance = self._allowances.get(key)
-        if allowance is not None:
-            local = self._take(allowance, prompt_tokens, wanted)
-            if local is not None:
-                # three quarters used: ask Redis for the next share in the background
-                # while the others still take from this one (none falls through to Redis)
-                if (4 * allowance.used >= 3 * allowance.slots and self.prefetch
-                        and key not in self._share_asked):
-                    if time.monotonic() - allowance.granted_at < ALLOWANCE_S / 2:  # busy
-                        self._share_slots[key] = min(2 * allowance.slots, MAX_PREFETCH_SLOTS)
-                    self._renew(key, scopes, prompt_tokens, wanted)
-                return local
+        local = self.admit_here(scopes, prompt_tokens, wanted)
+        if local is not None:
+            return local
+        key = scopes_key(scopes)
         lease = secrets.token_hex(8)
         # one request at a time asks for a share per set of scopes: a batch of requests
         # that all found the share empty must not take one each
@@ -371,13 +363,32 @@ class RedisRateLimiter:
                                          seconds_to_reset("minute", now))
         return admission
 
-    def _share_wanted(self, key: tuple[Any, ...], prompt_tokens: int, wanted: int | None
+    def admit_here(self, scopes: list[Scope], prompt_tokens: int, wanted: int | None
+                   ) -> Admission | None:
+        """From this replica's share of the scopes' windows, if it can cover the request."""
+        key = scopes_key(scopes)
+        allowance = self._allowances.get(key)
+        if allowance is None:
+            return None
+        local = self._take(allowance, prompt_tokens, wanted)
+        if local is None:
+            return None
+        # three quarters used: ask Redis for the next share in the background while the
+        # others still take from this one (none falls through to Redis)
+        if (4 * allowance.used >= 3 * allowance.slots and self.prefetch
+                and key not in self._share_asked):
+            if time.monotonic() - allowance.granted_at < ALLOWANCE_S / 2:  # busy
+                self._share_slots[key] = min(2 * allowance.slots, MAX_PREFETCH_SLOTS)
+            self._renew(key, scopes, prompt_tokens, wanted)
+        return local
+
+    def _share_wanted(self, key: str, prompt_tokens: int, wanted: int | None
                       ) -> tuple[int, int]:
         """(slots, tokens) of the next share for these scopes: requests like this one."""
         slots = self._share_slots.get(key, PREFETCH_SLOTS)
         return slots, (prompt_tokens + (self.default_cap if wanted is None else wanted)) * slots
 
-    def _renew(self, key: tuple[Any, ...], scopes: list[Scope], prompt_tokens: int,
+    def _renew(self, key: str, scopes: list[Scope], prompt_tokens: int,
                wanted: int | None) -> None:
         """Ask for the next share in the background, alone: the script's prompt -1 is an
         admission of no request (nothing counted, no lease), only the share."""
@@ -423,7 +434,7 @@ class RedisRateLimiter:
         _, _, _, req_left, _, tok_left, granted, granted_tokens = result
         if not granted:
             return
-        key = tuple((scope.name, scope.limits) for scope in scopes)
+        key = scopes_key(scopes)
         self._grant(key, Allowance(
             lease, scopes, windows, granted, granted_tokens,
             time.monotonic() + ALLOWANCE_S, req_left, tok_left,
@@ -516,18 +527,19 @@ class RedisRateLimiter:
         allowance.used += 1
         allowance.in_flight.add(allowance.used)
         admission = Admission(f"{allowance.lease}:{allowance.used}", allowance.scopes,
-                              allowance.windows, reserved, cap, allowance=allowance)
+                              allowance.windows, reserved, cap, allowance=allowance,
+                              slot=allowance.used)
         admission.headers = allowance.headers(now)
         return admission
 
-    def _grant(self, key: tuple[Any, ...], allowance: Allowance) -> None:
+    def _grant(self, key: str, allowance: Allowance) -> None:
         old = self._allowances.get(key)
         if old is not None:
             self._expire(key, old)
         self._allowances[key] = allowance
         asyncio.get_running_loop().call_later(ALLOWANCE_S, self._expire, key, allowance)
 
-    def _expire(self, key: tuple[Any, ...], allowance: Allowance) -> None:
+    def _expire(self, key: str, allowance: Allowance) -> None:
         if allowance.expired:
             return
         allowance.expired = True
@@ -565,7 +577,7 @@ class RedisRateLimiter:
         if allowance is None or allowance.returned:
             return False
         admission.settled = True
-        allowance.in_flight.discard(int(admission.lease.rsplit(":", 1)[1]))
+        allowance.in_flight.discard(admission.slot)
         allowance.tokens_left += admission.reserved - used_tokens
         return True
 
@@ -576,7 +588,7 @@ class RedisRateLimiter:
         allowance = admission.allowance
         if allowance is not None:
             # the share went back without this request: settle it in Redis as any other
-            allowance.in_flight.discard(int(admission.lease.rsplit(":", 1)[1]))
+            allowance.in_flight.discard(admission.slot)
         keys: list[str] = []
         args: list[Any] = [admission.lease, used_tokens - admission.reserved,
                            len(admission.scopes)]

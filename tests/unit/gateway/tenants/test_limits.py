@@ -13,7 +13,14 @@ import pytest
 
 from gateway.errors import RateLimitError
 from gateway.settings import Limits
-from gateway.tenants.limits import LocalRateLimiter, RateLimiter, Scope, duration
+from gateway.tenants.limits import (
+    LocalRateLimiter,
+    RateLimiter,
+    Scope,
+    Scopes,
+    duration,
+    scopes_key,
+)
 from gateway.tenants.redis_limits import RedisRateLimiter
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -200,6 +207,28 @@ async def test_a_busy_key_asks_redis_rarely_and_every_request_is_still_counted()
         assert await redis.zcard(f"{prefix}:rl:key:busy:lease") == 0
         day = [k async for k in redis.scan_iter(f"{prefix}:rl:key:busy:tok:day:*")][0]
         assert int(await redis.get(day)) == 3000 * 25
+    finally:
+        keys = [k async for k in limiter.redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await limiter.redis.delete(*keys)
+        await limiter.close()
+
+
+async def test_a_share_serves_only_the_scopes_and_limits_it_was_taken_for() -> None:
+    """The share is found by a key of the scopes' names and limits (kept by ``Scopes``,
+    built from a plain list alike): a key whose limits changed asks Redis again."""
+    prefix = f"test-rl-{secrets.token_hex(4)}"
+    limiter, calls = await counted_limiter(prefix)
+    big = Limits(requests_per_minute=100_000, max_concurrent=10_000)
+    try:
+        await limiter.admit(Scopes([Scope("key:k", big)]), 10, 20)
+        assert limiter.admit_here([Scope("key:k", big)], 10, 20) is not None, "same key"
+        assert calls[0] == 1
+        changed = [Scope("key:k", Limits(requests_per_minute=100_001, max_concurrent=10_000))]
+        assert limiter.admit_here(changed, 10, 20) is None, "not the old limits' share"
+        await limiter.admit(changed, 10, 20)
+        assert calls[0] == 2
+        assert scopes_key(Scopes([Scope("key:k", big)])) == scopes_key([Scope("key:k", big)])
     finally:
         keys = [k async for k in limiter.redis.scan_iter(f"{prefix}:*")]
         if keys:
