@@ -138,8 +138,12 @@ class KnowledgeConfig(_Strict):
     ingest_workers: int | None = Field(default=None, ge=0, description="Worker processes "
                                        "that parse and embed uploads; default: one per core; "
                                        "0: in a thread of the API process")
-    worker_memory_mb: int = Field(default=2048, ge=128, description="Each ingestion "
-                                  "worker's data-segment limit: a file needing more fails alone")
+    worker_memory_mb: int = Field(default=2048, ge=128, description="What reading one "
+                                  "file may add to an ingestion worker's memory, on top of the "
+                                  "embedding models it holds: a file needing more fails alone")
+    file_time_limit_s: float = Field(default=900.0, gt=0, description="How long one "
+                                     "file may take to read (OCR included) and embed in a "
+                                     "worker: a file over it fails alone")
     warm_workers: bool = Field(default=True, description="Start the ingestion workers "
                                "with the gateway, each loading the default embedding model, "
                                "so the first upload does not wait for them (about 0.63 GB each)")

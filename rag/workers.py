@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from typing import Any
@@ -34,12 +36,17 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class WorkerLimits:
-    """``memory_bytes``: each worker's data-segment limit (None: none); ``nice``: how much
-    lower than the API's its CPU priority is; ``idle``: Linux's SCHED_IDLE class on top."""
+    """``memory_bytes``: what reading one file may add to a worker's data segment, on top
+    of what the worker holds (the interpreter, and the embedding models it loaded, which
+    are not bounded); None: no bound. ``nice``: how much lower than the API's its CPU
+    priority is; ``idle``: Linux's SCHED_IDLE class on top; ``file_seconds``: how long
+    one file may take to read and embed (a parser caught in a pathological file would
+    otherwise hold its worker, and the job, for ever)."""
 
     memory_bytes: int | None = 2048 * MiB
     nice: int = 10
     idle: bool = True
+    file_seconds: float | None = 900.0  # reading and embedding one file (None: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +206,7 @@ def _start_worker(limits: WorkerLimits, messages: Any, warm: EmbedderSpec | None
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except OSError:  # not permitted here: nice is what remains
             pass
-    if limits.memory_bytes:
-        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-        soft = limits.memory_bytes if hard == resource.RLIM_INFINITY else min(
-            limits.memory_bytes, hard)
-        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+    _bound_memory(limits.memory_bytes)
     from rag import ocr
 
     ocr.threads = 1
@@ -224,14 +227,43 @@ def _say(task: FileTask, stage: str, pages: int = 0) -> None:
 def _embedder(spec: EmbedderSpec) -> Embedder:
     embedders: dict[EmbedderSpec, Embedder] = _worker.setdefault("embedders", {})
     if spec not in embedders:
+        limits: WorkerLimits | None = _worker.get("limits")
+        _bound_memory(None)  # the model (and torch) may take what they need
         try:
-            import torch
+            try:
+                import torch
 
-            torch.set_num_threads(1)
-        except ImportError:  # an embedder without torch
-            pass
-        embedders[spec] = spec.build()
+                torch.set_num_threads(1)
+            except ImportError:  # an embedder without torch
+                pass
+            embedders[spec] = spec.build()
+        finally:
+            _bound_memory(limits.memory_bytes if limits is not None else None)
     return embedders[spec]
+
+
+def _bound_memory(budget: int | None) -> None:
+    """The worker's data-segment limit: what it holds now (the interpreter, and the models
+    it loaded) plus ``budget``, what reading one file may add; None lifts it. The bound is
+    for files: a model the admin chose (bge-m3 is 2.2 GB) loads whatever the budget, and
+    a zip bomb still fails at the budget."""
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = hard if budget is None else _data_bytes() + budget
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def _data_bytes() -> int:
+    """VmData: the private memory RLIMIT_DATA counts (0 where /proc cannot say)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _work(task: FileTask) -> FileOutcome:
@@ -246,18 +278,29 @@ def _work(task: FileTask) -> FileOutcome:
         splitter = splitter_for(task.chunking, embedder)
     except Exception as exc:  # no model, or a base that counts tokens without one
         return _outcome(task, None, f"cannot prepare the worker ({exc})", started)
-    options = LoadOptions(task.ocr, lambda pages: _say(task, "ocr", pages))
-    prepared, error = prepare_path(task.path, task.source, splitter, options, memory=memory)
-    if prepared is None:
-        return _outcome(task, None, error, started)
-    parsed = time.perf_counter()
+    seconds = _worker["limits"].file_seconds
     try:
-        vectors = None
-        if embedder is not None and prepared.chunks:
-            _say(task, "embedding", prepared.pages)
-            vectors = np.ascontiguousarray(embedder.embed([c.text for c in prepared.chunks]),
-                                           dtype=np.float32)
-        tokens = lexical_tokens(prepared.chunks)
+        with _time_limit(seconds) as renew:
+
+            def read(pages: int) -> None:
+                renew()  # each page OCR'd starts the limit again: a long scan is not stuck
+                _say(task, "ocr", pages)
+
+            options = LoadOptions(task.ocr, read)
+            prepared, error = prepare_path(task.path, task.source, splitter, options,
+                                           memory=memory)
+            if prepared is None:
+                return _outcome(task, None, error, started)
+            parsed = time.perf_counter()
+            vectors = None
+            if embedder is not None and prepared.chunks:
+                _say(task, "embedding", prepared.pages)
+                vectors = np.ascontiguousarray(
+                    embedder.embed([c.text for c in prepared.chunks]), dtype=np.float32)
+            tokens = lexical_tokens(prepared.chunks)
+    except FileTimeLimit:
+        return _outcome(task, None, f"took longer than the {seconds:g} s a file may take to "
+                                    "read and embed (knowledge.file_time_limit_s)", started)
     except MemoryError:
         return _outcome(task, None, memory, started)
     except Exception as exc:  # the embedder failed on this file's chunks: this file only
@@ -265,6 +308,35 @@ def _work(task: FileTask) -> FileOutcome:
     prepared = replace(prepared, vectors=vectors, tokens=tokens)
     return FileOutcome(task.index, task.source, prepared, None, _peak_rss(),
                        parse_s=parsed - started, embed_s=time.perf_counter() - parsed)
+
+
+class FileTimeLimit(BaseException):
+    """Raised in a worker by its alarm: a BaseException, so that no parser's ``except
+    Exception`` turns it into a parse error and carries on."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[Callable[[], None]]:
+    """SIGALRM after ``seconds`` in the worker's main thread, where tasks run; a parser in
+    Python stops at its next bytecode, one in C when that call returns. Yields a function
+    that starts the ``seconds`` again."""
+    if not seconds:
+        yield lambda: None
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise FileTimeLimit
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        def renew() -> None:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+
+        yield renew
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _outcome(task: FileTask, prepared: PreparedFile | None, error: str | None,

@@ -106,7 +106,8 @@ class KnowledgeService:
         if self.run_jobs and self.config.ingest_workers != 0:  # parsing and embedding off
             # the API process
             self.pool = IngestPool(self.config.ingest_workers,
-                                   WorkerLimits(self.config.worker_memory_mb * MiB))
+                                   WorkerLimits(self.config.worker_memory_mb * MiB,
+                                                file_seconds=self.config.file_time_limit_s))
         path = self.config.embedding_model
         self.embedder = await anyio.to_thread.run_sync(lambda: rag.load_embedder(path))
         self._embedders[self.embedder.name] = self.embedder

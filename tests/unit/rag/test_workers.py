@@ -4,6 +4,7 @@ fail alone, duplicate names, and the real embedder in the worker."""
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -126,3 +127,43 @@ def test_ocr_runs_in_the_worker_with_progress(kb, tmp_path: Path, pool):
     assert final.status == JobStatus.DONE and final.pages_done == 1
     assert ("scan.pdf", "ocr", 1) in {(f.source, f.stage, f.pages) for p in seen for f in p.files}
     assert kb.search("locker 38", mode="lexical", top_k=1)[0].page == 1
+
+
+def test_the_memory_bound_is_for_files_not_for_the_model(store, tmp_path: Path):
+    """A budget smaller than torch and the model together still loads them (an admin's
+    bge-m3 is 2.2 GB): the bound is set above what the worker holds once they are in,
+    and a file that needs more than the budget still fails alone."""
+    from rag.embeddings import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    kb = store.create("bounded", embedder)
+    tight = IngestPool(1, WorkerLimits(memory_bytes=256 * MiB))
+    try:
+        small = write(tmp_path, "small.txt", "The forklift keys are kept in locker 38. " * 20)
+        huge = write(tmp_path, "huge.txt", ("数据" * 50 + "\n") * 800_000)  # 80 MB of text
+        final = IngestJob(kb.name, [small, huge]).run(kb, pool=tight)
+        assert final.added == ("small.txt",), final.errors
+        [error] = final.errors
+        assert error.source == "huge.txt" and "more memory" in error.reason
+        [hit] = kb.search("where are the forklift keys?", mode="dense", top_k=1)
+        assert hit.source == "small.txt"
+    finally:
+        tight.close()
+
+
+def test_a_file_over_the_time_limit_fails_alone_and_the_worker_goes_on(kb, tmp_path: Path):
+    slow = IngestPool(1, WorkerLimits(file_seconds=1.0))
+    try:
+        long = write(tmp_path, "long.txt", ("数据处理" * 50 + "\n") * 100_000)  # seconds of jieba
+        small = write(tmp_path, "small.txt", "A small file. " * 20)
+        started = time.monotonic()
+        final = IngestJob(kb.name, [long, small]).run(kb, pool=slow)
+        assert time.monotonic() - started < 30
+        assert final.status == JobStatus.DONE and final.added == ("small.txt",)
+        [error] = final.errors
+        assert error.source == "long.txt"
+        assert error.reason.startswith("took longer than the 1 s a file may take")
+        again = IngestJob(kb.name, [write(tmp_path, "after.txt", "Still working. " * 20)])
+        assert again.run(kb, pool=slow).added == ("after.txt",), "the alarm was cleared"
+    finally:
+        slow.close()
