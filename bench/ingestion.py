@@ -242,7 +242,7 @@ def embed_rate(pdfs: list[tuple[str, bytes]], embedders: list[str]) -> dict[str,
     rates = {}
     made: dict[str, Any] = {}
     if "minilm" in embedders:
-        for backend in ("onnx", "torch"):
+        for backend in ("onnx-int8", "onnx", "torch"):
             try:
                 made[f"all-MiniLM-L6-v2, {backend}"] = SentenceTransformerEmbedder(
                     query_threads=None, backend=backend)

@@ -96,6 +96,9 @@ def _model_name(path: Path) -> str:
     return path.parent.name if path.name in {"model", "models", "snapshot"} else path.name
 
 
+BACKENDS = ("auto", "onnx-int8", "onnx", "torch")  # auto: onnx-int8 where it can run
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local folder, never from the network.
 
@@ -138,29 +141,32 @@ class SentenceTransformerEmbedder:
         )
         self.dimension = int(get_dim() or 0)
         self._lock = threading.Lock()
-        # ONNX Runtime runs the same transformer about twice as fast as torch on a CPU,
-        # to the same vectors; torch stays for models it cannot take and as the fallback
+        # ONNX Runtime runs the transformer faster than torch on a CPU: the float model to
+        # the same vectors, its int8 one (the default, "auto") about 1.7x faster again to
+        # vectors at cosine 0.994; torch stays for models it cannot take and as the fallback
         self._onnx = None
-        if backend not in ("auto", "onnx", "torch"):
-            raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend != "torch":
             from rag import onnx_encoder
 
             if onnx_encoder.eligible(self.path):
                 try:
                     self._onnx = onnx_encoder.OnnxEncoder(
-                        self.path, int(self._model.max_seq_length or 512), onnx_threads)
+                        self.path, int(self._model.max_seq_length or 512), onnx_threads,
+                        quantized=backend in ("auto", "onnx-int8"))
                 except Exception as exc:  # an export that fails leaves torch in charge
-                    if backend == "onnx":
+                    if backend != "auto":
                         raise
                     import logging
 
                     logging.getLogger("rag.embeddings").warning(
                         "%s stays on torch: ONNX export failed (%s)", self.name, exc)
-            elif backend == "onnx":
+            elif backend != "auto":
                 raise ValueError(f"{self.path} cannot run on ONNX Runtime (needs onnx and "
                                  "onnxruntime, and a mean-pooling model)")
-        self.backend = "onnx" if self._onnx is not None else "torch"
+        self.backend = "torch" if self._onnx is None else (
+            "onnx" if backend == "onnx" else "onnx-int8")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

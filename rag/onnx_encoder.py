@@ -60,6 +60,30 @@ def onnx_path(model_path: Path) -> Path:
     return cache_dir() / f"{model_path.name}-{digest.hexdigest()[:16]}" / "model.onnx"
 
 
+def quantized_path(model_path: Path) -> Path:
+    # named by its recipe (int8, MatMuls only, per channel): another recipe, another file
+    return onnx_path(model_path).with_name("model.int8-matmul-per-channel.onnx")
+
+
+def quantize(source: Path, target: Path) -> None:
+    """int8 weights for the MatMuls, one scale per output channel, activations quantized
+    as they come (dynamic): about 1.7x the chunks per second of the float model on one
+    core, vectors at cosine 0.994 to it (a scale per whole tensor, or quantizing the
+    embedding table too, moved them to 0.956; measured in the README's ingestion
+    benchmark)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = target.with_name(f".{uuid.uuid4().hex}.onnx")
+    try:
+        with warnings.catch_warnings():  # its advice to pre-process the graph first
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(source), str(partial), op_types_to_quantize=["MatMul"],
+                             per_channel=True, weight_type=QuantType.QInt8)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def export(model_path: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -92,15 +116,21 @@ def export(model_path: Path, target: Path) -> None:
 
 
 class OnnxEncoder:
-    """Thread-safe; ``threads`` for ONNX Runtime's intra-op pool (0: its default)."""
+    """Thread-safe; ``threads`` for ONNX Runtime's intra-op pool (0: its default);
+    ``quantized``: the int8 model (``quantize``) instead of the float one."""
 
-    def __init__(self, model_path: Path, max_length: int, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, max_length: int, threads: int = 0,
+                 quantized: bool = False) -> None:
         import onnxruntime
         from transformers import AutoTokenizer
 
         target = onnx_path(model_path)
         if not target.is_file():
             export(model_path, target)
+        if quantized:
+            source, target = target, quantized_path(model_path)
+            if not target.is_file():
+                quantize(source, target)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -46,18 +46,29 @@ def test_missing_model_folder_fails_fast(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_runtime_gives_torchs_vectors():
+def test_onnx_runtime_gives_torchs_vectors_and_int8_nearly_them():
     from rag import onnx_encoder
 
     if not onnx_encoder.eligible(default_embedding_model_path()):
         pytest.skip("onnx or onnxruntime is not installed")
-    fast = SentenceTransformerEmbedder()  # auto: ONNX Runtime when it can
+    default = SentenceTransformerEmbedder()  # auto: the int8 model on ONNX Runtime
+    exact = SentenceTransformerEmbedder(backend="onnx")
     slow = SentenceTransformerEmbedder(backend="torch")
-    assert (fast.backend, slow.backend) == ("onnx", "torch")
+    assert (default.backend, exact.backend, slow.backend) == ("onnx-int8", "onnx", "torch")
     texts = ["a cat sat on the mat", "叉车钥匙存放在三十八号柜子里。", "x " * 400, "short"]
-    a, b = fast.embed(texts), slow.embed(texts)
-    assert a.shape == b.shape == (4, 384)
+    a, b, c = exact.embed(texts), slow.embed(texts), default.embed(texts)
+    assert a.shape == b.shape == c.shape == (4, 384)
     assert np.allclose(np.sum(a * b, axis=1), 1.0, atol=1e-4)  # the same vectors
-    assert onnx_encoder.onnx_path(fast.path).is_file()  # exported once, kept for the next
+    assert np.all(np.sum(c * b, axis=1) > 0.98)  # int8: near them
+    assert onnx_encoder.onnx_path(exact.path).is_file()  # exported once, kept for the next
+    assert onnx_encoder.quantized_path(exact.path).is_file()
+    # what matters: the int8 model ranks as the float one does
+    docs = ["The forklift keys are kept in locker 38.", "Lunch is served from noon.",
+            "Invoices are paid within thirty days.", "The fire exit is behind the kitchen."]
+    questions = ["where are the forklift keys?", "when is lunch?", "how fast are bills paid?",
+                 "how do I get out if there is a fire?"]
+    for model in (default, slow):
+        scores = model.embed(questions) @ model.embed(docs).T
+        assert list(scores.argmax(axis=1)) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="backend"):
         SentenceTransformerEmbedder(backend="gpu")
