@@ -299,7 +299,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["workers", "thread"],
                         choices=["workers", "thread"])
     parser.add_argument("--ocr-pages", type=int, default=6)
-    parser.add_argument("--workers", type=int, help="ingestion workers (default: the cores)")
+    parser.add_argument("--workers", type=int, help="ingestion workers (default: the "
+                        "gateway's, one per core but one)")
     parser.add_argument("--embedders", nargs="+", default=["minilm"], choices=list(EMBEDDERS),
                         help="the base's embedding model, each measured end to end (workers)")
     parser.add_argument("--pacing-check", action="store_true", help="only chat p50 back to "

@@ -136,8 +136,9 @@ class KnowledgeConfig(_Strict):
     max_files: int = Field(default=100, ge=1)
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     ingest_workers: int | None = Field(default=None, ge=0, description="Worker processes "
-                                       "that parse and embed uploads; default: one per core; "
-                                       "0: in a thread of the API process")
+                                       "that parse and embed uploads; default: one per core "
+                                       "but one (at least one); 0: in a thread of the API "
+                                       "process")
     worker_memory_mb: int = Field(default=2048, ge=128, description="What reading one "
                                   "file may add to an ingestion worker's memory, on top of the "
                                   "embedding models it holds: a file needing more fails alone")

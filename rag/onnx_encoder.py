@@ -127,6 +127,7 @@ class OnnxEncoder:
         target = onnx_path(model_path)
         if not target.is_file():
             export(model_path, target)
+        self.quantized = quantized
         if quantized:
             source, target = target, quantized_path(model_path)
             if not target.is_file():
@@ -141,7 +142,13 @@ class OnnxEncoder:
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """L2-normalised mean-pooled vectors; batches of similar lengths pad least."""
+        """L2-normalised mean-pooled vectors; batches of similar lengths pad least. The int8
+        model takes one text at a time: its activations are quantized with one scale over
+        the whole input, so in a batch a text's vector would depend on its batch-mates and
+        their padding (down to cosine 0.975 to its own); alone it is always the same, and
+        on one core it was also the fastest (235 chunks/s against 77 in batches of 32)."""
+        if self.quantized:
+            batch_size = 1
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rows: list[np.ndarray] = [np.empty(0)] * len(texts)
         for start in range(0, len(order), batch_size):

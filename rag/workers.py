@@ -77,12 +77,14 @@ class FileOutcome:
 Message = tuple[str, int, str, int]
 
 
-def default_workers() -> int:
-    """One worker per core this process may use."""
+def default_workers(reserve: int = 0) -> int:
+    """One worker per core this process may use, less ``reserve`` cores kept for others
+    (at least one worker)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores - reserve)
 
 
 class IngestPool:

@@ -96,7 +96,7 @@ class KnowledgeService:
     async def start(self) -> None:
         import rag
         from rag.stores import open_stores
-        from rag.workers import IngestPool, MiB, WorkerLimits
+        from rag.workers import IngestPool, MiB, WorkerLimits, default_workers
 
         c = self.config
         token = os.environ.get(c.milvus_token_env) if c.milvus_token_env else None
@@ -105,7 +105,11 @@ class KnowledgeService:
         await self.board.open()
         if self.run_jobs and self.config.ingest_workers != 0:  # parsing and embedding off
             # the API process
-            self.pool = IngestPool(self.config.ingest_workers,
+            # one core stays the API's: at full speed on every core the workers, though
+            # in SCHED_IDLE, slowed small chat requests by 20-32 % (caches and memory
+            # they share), one core fewer by 5 % (README, ingestion benchmark)
+            workers = self.config.ingest_workers or default_workers(reserve=1)
+            self.pool = IngestPool(workers,
                                    WorkerLimits(self.config.worker_memory_mb * MiB,
                                                 file_seconds=self.config.file_time_limit_s))
         path = self.config.embedding_model

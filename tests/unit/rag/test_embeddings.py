@@ -60,6 +60,8 @@ def test_onnx_runtime_gives_torchs_vectors_and_int8_nearly_them():
     assert a.shape == b.shape == c.shape == (4, 384)
     assert np.allclose(np.sum(a * b, axis=1), 1.0, atol=1e-4)  # the same vectors
     assert np.all(np.sum(c * b, axis=1) > 0.98)  # int8: near them
+    alone = np.vstack([default.embed([t]) for t in texts])
+    assert np.array_equal(alone, c), "a text's int8 vector does not depend on its batch"
     assert onnx_encoder.onnx_path(exact.path).is_file()  # exported once, kept for the next
     assert onnx_encoder.quantized_path(exact.path).is_file()
     # what matters: the int8 model ranks as the float one does
