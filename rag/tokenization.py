@@ -46,8 +46,10 @@ def tokenize(text: str) -> list[str]:
 
 
 def cjk_share(text: str) -> float:
-    """Share of CJK characters among the letters of ``text`` (0.0 for no letters)."""
-    letters = [ch for ch in text if ch.isalnum()]
+    """Share of CJK characters among the letters of ``text`` (0.0 for no letters). Digits
+    are no script: "1990年…" is a Chinese question, and counting its digits as Latin gave
+    it part of the English dense weight, which with MiniLM (English-only) only adds noise."""
+    letters = [ch for ch in text if ch.isalpha()]
     if not letters:
         return 0.0
     return sum(1 for ch in letters if is_cjk(ch)) / len(letters)

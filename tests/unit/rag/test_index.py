@@ -62,7 +62,8 @@ def test_tokenizer_mixes_jieba_and_latin_words():
     expected = {"北京", "首都", "中华人民共和国", "共和国", "the", "quick", "fox", "2024", "年"}
     assert expected <= set(tokens)
     assert "。" not in tokens and "," not in tokens
-    assert cjk_share("什么是BM25") == pytest.approx(3 / 7)
+    assert cjk_share("什么是BM25") == pytest.approx(3 / 5)  # digits are no script
+    assert cjk_share("1990年发生了什么？") == 1.0
     assert cjk_share("!!!") == 0.0
 
 
