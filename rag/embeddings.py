@@ -151,17 +151,24 @@ class SentenceTransformerEmbedder:
             from rag import onnx_encoder
 
             if onnx_encoder.eligible(self.path):
+                length = int(self._model.max_seq_length or 512)
                 try:
                     self._onnx = onnx_encoder.OnnxEncoder(
-                        self.path, int(self._model.max_seq_length or 512), onnx_threads,
+                        self.path, length, onnx_threads,
                         quantized=backend in ("auto", "onnx-int8"))
                 except Exception as exc:  # an export that fails leaves torch in charge
                     if backend != "auto":
                         raise
+                    try:  # the int8 step failed (a quantizer missing): the float model
+                        self._onnx = onnx_encoder.OnnxEncoder(self.path, length, onnx_threads)
+                        backend = "onnx"
+                    except Exception:  # noqa: BLE001 (torch below, with the first reason)
+                        pass
                     import logging
 
                     logging.getLogger("rag.embeddings").warning(
-                        "%s stays on torch: ONNX export failed (%s)", self.name, exc)
+                        "%s runs on %s: its int8 ONNX model failed (%s)", self.name,
+                        "the float ONNX model" if self._onnx is not None else "torch", exc)
             elif backend != "auto":
                 raise ValueError(f"{self.path} cannot run on ONNX Runtime (needs onnx and "
                                  "onnxruntime, and a mean-pooling model)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -125,8 +126,24 @@ class IngestPool:
         self._executor = None
 
     def close(self) -> None:
-        if self._executor is not None:
+        if self._executor is None:
+            return
+        # a worker blocks writing progress to a full pipe nobody reads (a run whose
+        # caller stopped iterating): read it meanwhile, or shutting down would wait for ever
+        done = threading.Event()
+
+        def drain() -> None:
+            while not done.is_set():
+                self._drain(None)
+                done.wait(0.05)
+
+        reader = threading.Thread(target=drain, name="ingest-pool-close", daemon=True)
+        reader.start()
+        try:
             self._executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            done.set()
+            reader.join()
         self._executor = None
 
     def run(self, tasks: Iterable[FileTask],
@@ -326,8 +343,11 @@ def _time_limit(seconds: float | None) -> Iterator[Callable[[], None]]:
         yield lambda: None
         return
 
+    armed = [True]
+
     def expired(signum: int, frame: Any) -> None:
-        raise FileTimeLimit
+        if armed[0]:  # not once the block is over: a file that finished is not late
+            raise FileTimeLimit
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -337,6 +357,7 @@ def _time_limit(seconds: float | None) -> Iterator[Callable[[], None]]:
 
         yield renew
     finally:
+        armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 

@@ -116,8 +116,13 @@ class Tenancy:
             log.warning("limits of request %s not settled: %s", ctx.request_id, exc.message)
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.flush_interval_s)
-        await self.flush()
+        # counted while a write was out (finish saw this flusher still running): keep
+        # going until nothing is left, or they would wait for the next request
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            await self.flush()
+            if not self._pending:
+                return
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
