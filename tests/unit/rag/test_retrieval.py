@@ -32,7 +32,8 @@ def test_dense_weight_follows_the_query_language(kb):
     retriever = kb.retriever(RetrievalConfig(dense_weight_latin=0.6, dense_weight_cjk=0.1))
     assert retriever.dense_weight("what is the capital") == pytest.approx(0.6)
     assert retriever.dense_weight("首都是哪里") == pytest.approx(0.1)
-    assert retriever.dense_weight("BM25是什么") == pytest.approx(0.6 * 4 / 7 + 0.1 * 3 / 7)
+    # letters only: B, M and three Han characters (digits are no script)
+    assert retriever.dense_weight("BM25是什么") == pytest.approx(0.6 * 2 / 5 + 0.1 * 3 / 5)
     assert retriever.dense_weight("x", RetrievalConfig(mode="lexical")) == 0.0
     assert retriever.dense_weight("x", RetrievalConfig(mode="dense")) == 1.0
 
@@ -60,7 +61,8 @@ def test_score_threshold(story_kb):
     everything = story_kb.search("编号为17的设备", top_k=5)
     assert len(everything) > 1
     top = everything[0].score
-    strict = story_kb.search("编号为17的设备", top_k=5, score_threshold=top)
+    # a passage's score is rounded to 6 places: just under it, not at it
+    strict = story_kb.search("编号为17的设备", top_k=5, score_threshold=top - 1e-6)
     assert [p.chunk_id for p in strict] == [everything[0].chunk_id]
     assert story_kb.search("完全无关的词语组合", score_threshold=0.99) == []
     assert story_kb.search("   ") == []
