@@ -146,7 +146,8 @@ class OnnxEncoder:
         model takes one text at a time: its activations are quantized with one scale over
         the whole input, so in a batch a text's vector would depend on its batch-mates and
         their padding (down to cosine 0.975 to its own); alone it is always the same, and
-        on one core it was also the fastest (235 chunks/s against 77 in batches of 32)."""
+        on one core it was also the fastest (183-189 chunks/s against 115-156 in batches of 32,
+        bench/ingestion.py)."""
         if self.quantized:
             batch_size = 1
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
