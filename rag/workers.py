@@ -291,7 +291,8 @@ def _work(task: FileTask) -> FileOutcome:
     started = time.perf_counter()
     _say(task, "parsing")
     limit = _worker["limits"].memory_bytes
-    memory = f"needs more memory than an ingestion worker may use ({(limit or 0) // MiB} MiB)"
+    memory = (f"needs more memory than an ingestion worker may use for one file "
+              f"({(limit or 0) // MiB} MiB, knowledge.worker_memory_mb)")
     try:
         embedder = _embedder(task.embedder) if task.embedder is not None else None
         splitter = splitter_for(task.chunking, embedder)

@@ -92,7 +92,8 @@ def test_a_file_over_the_memory_bound_fails_alone(kb, tmp_path: Path):
         assert final.status == JobStatus.DONE and final.added == ("small.txt",)
         [error] = final.errors
         assert error.source == "huge.txt"
-        assert error.reason == "needs more memory than an ingestion worker may use (384 MiB)"
+        assert error.reason == ("needs more memory than an ingestion worker may use for one "
+                                "file (384 MiB, knowledge.worker_memory_mb)")
     finally:
         tight.close()
 
