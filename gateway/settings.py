@@ -168,6 +168,9 @@ class KnowledgeConfig(_Strict):
                            "false on API replicas that leave them to `ragate worker`")
     job_heartbeat_s: float = Field(default=15.0, ge=2, le=600, description="A runner that "
                                    "is silent this long is dead: its job is marked failed")
+    job_stop_grace_s: float = Field(default=25.0, ge=0, le=3600, description="On SIGTERM "
+                                    "the job in hand may finish this long; then it is queued "
+                                    "again for another runner (keep it under the pod's grace)")
 
 
 class RoutingOptions(_Strict):
@@ -399,6 +402,16 @@ class Settings(BaseSettings):
     @property
     def knowledge_root(self) -> Path:
         return self.knowledge.root or self.server.data_dir / "knowledge_bases"
+
+    @property
+    def embedded_milvus(self) -> Path | None:
+        """The milvus-lite folder this config's bases would open in process, if any: one
+        process at a time may (a second gets "Open local milvus failed")."""
+        uri = self.knowledge.milvus_uri
+        if uri is not None:
+            return None if "://" in uri else Path(uri)
+        embedded = self.knowledge_root / "milvus.db"  # rag.stores.EMBEDDED_MILVUS
+        return embedded if self.knowledge.store == "milvus" or embedded.is_dir() else None
 
     @property
     def keys_store(self) -> StoreKind:

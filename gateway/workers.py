@@ -44,7 +44,16 @@ def blockers(settings: Settings, knowledge_on: bool) -> list[str]:
     if knowledge_on and settings.jobs_store is not StoreKind.REDIS:
         found.append("knowledge.jobs_store is sqlite: ingestion jobs would be known only to "
                      "the worker that queued them (use knowledge.jobs_store: redis)")
+    if knowledge_on and (embedded := settings.embedded_milvus) is not None:
+        found.append(embedded_milvus_reason(embedded))
     return found
+
+
+def embedded_milvus_reason(folder: Path) -> str:
+    return (f"knowledge bases are in the embedded milvus-lite folder {folder}, which one "
+            f"process opens at a time: serve it with `milvus-lite server --data-dir {folder} "
+            "--host 127.0.0.1 --port 19530` and set knowledge.milvus_uri: "
+            "http://127.0.0.1:19530")
 
 
 def default_workers(settings: Settings, knowledge_on: bool) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from rag.cleaning import clean_pages
 from rag.documents import Document, make_doc_id
-from rag.errors import LoaderError, UploadLimitError
+from rag.errors import LoaderError, RagError, UploadLimitError
 from rag.knowledge_base import KnowledgeBase, PreparedFile
 from rag.loaders import load_bytes
 from rag.loaders.base import DEFAULT_OPTIONS, LoadOptions, content_hash
@@ -155,6 +155,10 @@ class FileStage(StrEnum):
     FAILED = "failed"
 
 
+class JobCancelled(RagError):
+    """The job was cancelled before its write (``IngestJob.cancel``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FileError:
     source: str
@@ -233,8 +237,14 @@ class IngestJob:
             self.files.append((Path(path), sanitize_filename(source)))
         self.id = job_id or uuid.uuid4().hex
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
         self._progress = IngestProgress(self.id, knowledge_base, files_total=len(self.files),
                                         files=tuple(FileState(s) for _, s in self.files))
+
+    def cancel(self) -> None:
+        """Stop at the next file (the runner's process is stopping): the job fails before
+        it writes anything, unless its one write to the base has begun."""
+        self._cancelled.set()
 
     def progress(self) -> IngestProgress:
         with self._lock:
@@ -271,8 +281,12 @@ class IngestJob:
                              message="no file could be read" if errors else "no files given")
                 return self.progress()
             done_before = self.progress().chunks_embedded
+            if self._cancelled.is_set():
+                raise JobCancelled(f"job {self.id} was cancelled before it was written")
 
             def embedded(done: int, total: int) -> None:
+                if self._cancelled.is_set():  # the base's write undoes what it began
+                    raise JobCancelled(f"job {self.id} was cancelled while embedding")
                 self._update(on_progress, chunks_embedded=done_before + done)
 
             result = kb.add([f for _, f in prepared], on_progress=embedded)
@@ -308,6 +322,8 @@ class IngestJob:
         outcomes = (self._in_pool(kb, todo, pool, on_progress) if pool is not None
                     else self._in_thread(kb, todo, on_progress))
         for index, item, error in outcomes:
+            if self._cancelled.is_set():
+                raise JobCancelled(f"job {self.id} was cancelled before it was written")
             if error is not None or item is None:
                 self._fail(on_progress, index, error or "not prepared")
                 continue

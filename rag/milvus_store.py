@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,10 @@ from rag.snapshot import ChunkingConfig, DocumentInfo, Manifest
 from rag.splitting import TextSplitter
 from rag.tokenization import tokenize
 
+log = logging.getLogger("ragate.milvus")
+
 MAX_VARCHAR = 65_535
+INTENT_PART = 60_000  # characters of a write's intent per manifests row
 INSERT_BATCH = 1_000
 QUERY_BATCH = 1_000
 NEIGHBOURS = 2  # chunks fetched each side of a hit (retrieval expands 1 by default)
@@ -142,6 +145,45 @@ class MilvusKnowledgeBaseStore:
                                              "unused": [0.0, 0.0]}])
         self.client.flush(self.manifests)
 
+    # -- a write's intent (see MilvusKnowledgeBase._writing) ------------------------------
+    def _intent_keys(self, name: str, parts: int) -> list[str]:
+        return [f"{_hash(name)}-w{i}" for i in range(parts)]
+
+    def save_intent(self, name: str, intent: dict[str, Any]) -> None:
+        text = json.dumps(intent, ensure_ascii=False)
+        pieces = [text[i : i + INTENT_PART] for i in range(0, len(text), INTENT_PART)]
+        keys = self._intent_keys(name, len(pieces))
+        # the first row says how many there are, and is written last: whole or absent
+        rows = [{"key": key, "manifest": json.dumps({"intent": piece, "parts": len(pieces)},
+                                                    ensure_ascii=False),
+                 "unused": [0.0, 0.0]} for key, piece in zip(keys, pieces, strict=True)]
+        for i in range(0, len(rows[1:]), 16):
+            self.client.upsert(self.manifests, rows[1 + i : 1 + i + 16])
+        self.client.upsert(self.manifests, rows[:1])
+        self.client.flush(self.manifests)
+
+    def read_intent(self, name: str) -> dict[str, Any] | None:
+        first = self.client.get(self.manifests, ids=self._intent_keys(name, 1),
+                                output_fields=["manifest"])
+        if not first:
+            return None
+        head = json.loads(first[0]["manifest"])
+        keys = self._intent_keys(name, head["parts"])
+        rest = {r["key"]: json.loads(r["manifest"])["intent"]
+                for r in self.client.get(self.manifests, ids=keys[1:],
+                                         output_fields=["manifest"])} if keys[1:] else {}
+        return json.loads(head["intent"] + "".join(rest[k] for k in keys[1:]))  # type: ignore[no-any-return]
+
+    def clear_intent(self, name: str) -> None:
+        first = self.client.get(self.manifests, ids=self._intent_keys(name, 1),
+                                output_fields=["manifest"])
+        if first:
+            parts = json.loads(first[0]["manifest"])["parts"]
+            self.client.delete(self.manifests, ids=self._intent_keys(name, 1))  # first
+            if parts > 1:
+                self.client.delete(self.manifests, ids=self._intent_keys(name, parts)[1:])
+            self.client.flush(self.manifests)
+
     def exists(self, name: str) -> bool:
         return self._read(validate_kb_name(name)) is not None
 
@@ -154,7 +196,8 @@ class MilvusKnowledgeBaseStore:
     def list(self) -> list[Manifest]:
         rows = self.client.query(self.manifests, filter='key != ""',
                                  output_fields=["manifest"], limit=16_384)
-        return sorted((Manifest.from_json(r["manifest"]) for r in rows), key=lambda m: m.name)
+        return sorted((Manifest.from_json(r["manifest"]) for r in rows
+                       if not r["manifest"].startswith('{"intent"')), key=lambda m: m.name)
 
     # -- bases -----------------------------------------------------------------------------
     def create(self, name: str, embedder: Embedder, *, index_kind: str = "flat",
@@ -249,6 +292,7 @@ class MilvusKnowledgeBaseStore:
             manifest = self.manifest(name)
             self.client.delete(self.manifests, ids=[_hash(name)])
             self.client.flush(self.manifests)
+            self.clear_intent(name)
             if manifest.collection:
                 self.drop_collections(manifest.collection)
 
@@ -361,7 +405,8 @@ class MilvusKnowledgeBase:
     def add(self, files: Sequence[PreparedFile], *,
             on_progress: EmbedProgress | None = None) -> AddResult:
         """Store prepared files (same rules as a local base: unchanged, replaced,
-        duplicate by content hash); the new version is visible to every replica at once."""
+        duplicate by content hash); the new version is visible to every replica at once,
+        whole (see ``_writing``)."""
         embedder = self._require_embedder()
         with self._writing() as draft:
             check_embedder(embedder, draft.manifest)
@@ -373,9 +418,6 @@ class MilvusKnowledgeBase:
                 draft.changed = False  # nothing written: no new version
                 return AddResult(sorting.added, sorting.replaced, sorting.unchanged,
                                  sorting.duplicates, 0, draft.manifest.version)
-            for doc_id in sorting.stale:
-                self._count_terms(-1, self._rows_of(doc_id))
-                self.client.delete(self.collection, filter=f'doc_id == "{doc_id}"')
             vectors = plan_vectors(embedder, plan, on_progress)
             rows: list[dict[str, Any]] = []
             now = time.time()
@@ -384,12 +426,17 @@ class MilvusKnowledgeBase:
                 for c, words in zip(f.chunks, tokens, strict=True):
                     rows.append(_row(draft.next_row, c, words, vectors[len(rows)]))
                     draft.next_row += 1
+            draft.stale = list(sorting.stale)
+            draft.stale_rows = [r for doc_id in sorting.stale for r in self._rows_of(doc_id)]
+            draft.docs = [asdict(DocumentInfo(
+                f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}", f.source,
+                f.content_hash, f.pages, len(f.chunks), now, f.metadata)) for f in plan]
+            draft.chunks += len(rows) - len(draft.stale_rows)
+            draft.documents += len(sorting.added)
+            self._begin(draft)  # before the first row: a crash from here on is undone
             for i in range(0, len(rows), INSERT_BATCH):
                 self.client.insert(self.collection, rows[i : i + INSERT_BATCH])
             self._count_terms(+1, rows)
-            self.client.upsert(f"{self.collection}_docs", [_document_row(DocumentInfo(
-                f.chunks[0].doc_id if f.chunks else f"empty-{f.content_hash[:12]}", f.source,
-                f.content_hash, f.pages, len(f.chunks), now, f.metadata)) for f in plan])
         return AddResult(sorting.added, sorting.replaced, sorting.unchanged,
                          sorting.duplicates, len(rows), self.version)
 
@@ -414,13 +461,16 @@ class MilvusKnowledgeBase:
         return out
 
     def delete_document(self, source: str) -> None:
-        with self._writing():
+        with self._writing() as draft:
             document = self.document(source)
             if document is None:
                 raise DocumentNotFoundError(f"no document {source!r} in {self.name!r}")
-            self._count_terms(-1, self._rows_of(document.doc_id))
-            self.client.delete(self.collection, filter=f'doc_id == "{document.doc_id}"')
-            self.client.delete(f"{self.collection}_docs", ids=[_hash(source)])
+            draft.stale = [document.doc_id]
+            draft.stale_rows = self._rows_of(document.doc_id)
+            draft.removed = [source]
+            draft.chunks -= len(draft.stale_rows)
+            draft.documents -= 1
+            self._begin(draft)
 
     def set_ocr(self, mode: str) -> None:
         check_ocr_mode(mode)
@@ -475,22 +525,77 @@ class MilvusKnowledgeBase:
     # -- internals -------------------------------------------------------------------------
     @contextmanager
     def _writing(self, **changes: Any) -> Iterator[_Draft]:
-        """Hold the writer lock over a change; then flush it (searchable, and indexed)
-        and publish the next manifest, counted from the server, unless nothing changed."""
+        """Hold the writer lock over a change, and make it visible whole, or not at all.
+
+        Milvus has no transactions, so a write runs in steps around one commit: its
+        intent is recorded (``_begin``); its new chunks go in with row ids at or above the
+        manifest's ``next_row``, which every search filters out; the next manifest is
+        published (the commit: the chunks are visible from here on); then the document
+        rows are written and the replaced chunks deleted; the intent goes last. A writer
+        that dies midway leaves its intent, and the next writer of the base finishes it
+        (committed) or removes its chunks (not committed), then counts the terms again."""
         with self._write_lock, self.store.lock(self.name):
             self._manifest = self.store.manifest(self.name)  # another writer's, maybe
-            draft = _Draft(self._manifest, self._manifest.next_row)
+            self._recover()
+            base = self._manifest
+            draft = _Draft(base, base.next_row, chunks=base.chunks, documents=base.documents)
             yield draft
             if not draft.changed:
                 return
-            for collection in companions(self.collection):
-                self.client.flush(collection)
-            manifest = replace(self._manifest, version=self._manifest.version + 1,
-                               chunks=_count(self.client, self.collection),
-                               documents=_count(self.client, f"{self.collection}_docs"),
-                               next_row=draft.next_row, updated_at=time.time(), **changes)
-            self.store._write(manifest)
+            self.client.flush(self.collection)
+            manifest = replace(base, version=base.version + 1, chunks=draft.chunks,
+                               documents=draft.documents, next_row=draft.next_row,
+                               updated_at=time.time(), **changes)
+            self.store._write(manifest)  # the commit
             self._manifest = manifest
+            if draft.begun:
+                self._finish(draft.intent(), draft.stale_rows)
+                self.store.clear_intent(self.name)
+
+    def _begin(self, draft: _Draft) -> None:
+        draft.begun = True
+        self.store.save_intent(self.name, draft.intent())
+
+    def _finish(self, intent: dict[str, Any], stale_rows: Sequence[dict[str, Any]] = ()
+                ) -> None:
+        """The steps after a write's commit: its document rows, the chunks and document
+        rows it replaced or deleted (``row_id`` below the write's first: not its own)."""
+        if intent["docs"]:
+            self.client.upsert(f"{self.collection}_docs",
+                               [_document_row(DocumentInfo(**d)) for d in intent["docs"]])
+        if intent["stale"]:
+            if stale_rows:  # (after a crash the counts are taken again instead)
+                self._count_terms(-1, stale_rows)
+            self.client.delete(self.collection, filter=f"doc_id in {json.dumps(intent['stale'])}"
+                                                       f" and row_id < {intent['start_row']}")
+        if intent["removed"]:
+            self.client.delete(f"{self.collection}_docs",
+                               ids=[_hash(source) for source in intent["removed"]])
+        for collection in companions(self.collection):
+            self.client.flush(collection)
+
+    def _recover(self) -> None:
+        """Finish or undo the write a dead writer left (its intent is still stored)."""
+        intent = self.store.read_intent(self.name)
+        if intent is None:
+            return
+        committed = self._manifest.version >= intent["version"]
+        log.warning("knowledge base %s: %s the write to version %s that a writer left "
+                    "unfinished", self.name, "finishing" if committed else "undoing",
+                    intent["version"])
+        if committed:
+            self._finish(intent)
+        else:
+            self.client.delete(self.collection, filter=f"row_id >= {intent['start_row']}")
+        recount_terms(self.client, self.collection)
+        for collection in companions(self.collection):
+            self.client.flush(collection)
+        self._manifest = replace(self._manifest, version=self._manifest.version + 1,
+                                 chunks=_count(self.client, self.collection),
+                                 documents=_count(self.client, f"{self.collection}_docs"),
+                                 updated_at=time.time())
+        self.store._write(self._manifest)
+        self.store.clear_intent(self.name)
 
     def _require_embedder(self) -> Embedder:
         return require_embedder(self.embedder, self.name)
@@ -498,12 +603,24 @@ class MilvusKnowledgeBase:
 
 @dataclass(slots=True)
 class _Draft:
-    """A write in progress: the manifest it started from, the next free row id, and
-    whether it changed anything (a no-op publishes no new version)."""
+    """A write in progress: the manifest it started from, the next free row id, the
+    counts it leaves, what goes after its commit, and whether it changed anything (a
+    no-op publishes no new version)."""
 
     manifest: Manifest
     next_row: int
+    chunks: int = 0
+    documents: int = 0
+    docs: list[dict[str, Any]] = field(default_factory=list)  # DocumentInfo to write
+    stale: list[str] = field(default_factory=list)  # doc ids whose older chunks go
+    stale_rows: list[dict[str, Any]] = field(default_factory=list)  # their terms
+    removed: list[str] = field(default_factory=list)  # sources whose document row goes
     changed: bool = True
+    begun: bool = False
+
+    def intent(self) -> dict[str, Any]:
+        return {"version": self.manifest.version + 1, "start_row": self.manifest.next_row,
+                "docs": self.docs, "stale": self.stale, "removed": self.removed}
 
 
 def _count(client: Any, collection: str) -> int:
@@ -570,6 +687,21 @@ def adjust_counts(client: Any, collection: str, deltas: Counter[str], sign: int)
         client.delete(collection, ids=gone[i : i + INSERT_BATCH])
 
 
+def recount_terms(client: Any, collection: str) -> None:
+    """Every term's document frequency counted again from the chunks (after a writer
+    died between its rows and its counts). Under the base's writer lock."""
+    counts = term_counts(r["terms"] for batch in _iter_rows(client, collection, ["terms"])
+                         for r in batch)
+    terms_of = f"{collection}_terms"
+    stale = [r["term"] for batch in _iter_rows(client, terms_of, ["term"]) for r in batch
+             if r["term"] not in counts]
+    for i in range(0, len(stale), INSERT_BATCH):
+        client.delete(terms_of, ids=stale[i : i + INSERT_BATCH])
+    rows = [{"term": t, "df": n, "unused": [0.0, 0.0]} for t, n in sorted(counts.items())]
+    for i in range(0, len(rows), INSERT_BATCH):
+        client.upsert(terms_of, rows[i : i + INSERT_BATCH])
+
+
 def _iter_rows(client: Any, collection: str, fields: list[str], filter: str = ""
                ) -> Iterator[list[dict]]:
     iterator = client.query_iterator(collection, batch_size=QUERY_BATCH, filter=filter,
@@ -589,6 +721,9 @@ class MilvusView:
         self.client = base.client
         self.collection = base.collection
         self.chunk_count = base.manifest.chunks
+        # rows at or above it belong to a write not committed yet: never seen
+        self.next_row = base.manifest.next_row
+        self.visible = f"row_id < {self.next_row}"
         self._fetched: dict[tuple[str, int], Chunk] = {}  # by (doc_id, ordinal)
         self._ends: set[tuple[str, int]] = set()  # a file's last chunk
 
@@ -600,7 +735,7 @@ class MilvusView:
         if norm > 0:
             found = self.client.search(self.collection, [" ".join(words)], anns_field="bm25",
                                        limit=k, search_params={"metric_type": "BM25"},
-                                       output_fields=["row_id"])[0]
+                                       filter=self.visible, output_fields=["row_id"])[0]
             # milvus-lite answers BM25 as a negative distance, Milvus as a positive score
             lexical = {int(h["row_id"]): abs(float(h["distance"])) / norm for h in found}
         dense: dict[int, float] = {}
@@ -611,7 +746,7 @@ class MilvusView:
             elif self.base.manifest.index_kind == "ivf":
                 params["params"] = {"nprobe": 32}
             found = self.client.search(self.collection, [vector.tolist()], anns_field="dense",
-                                       limit=k, search_params=params,
+                                       limit=k, search_params=params, filter=self.visible,
                                        output_fields=["row_id"])[0]
             dense = {int(h["row_id"]): float(h["distance"]) for h in found}
             missing = [row for row in lexical if row not in dense]
@@ -640,7 +775,8 @@ class MilvusView:
         wanted = list(dict.fromkeys(int(i) for i in row_ids))
         if not wanted:
             return {}
-        around = {i + d for i in wanted for d in range(-NEIGHBOURS, NEIGHBOURS + 1) if i + d > 0}
+        around = {i + d for i in wanted for d in range(-NEIGHBOURS, NEIGHBOURS + 1)
+                  if 0 < i + d < self.next_row}
         rows = self.client.get(self.collection, ids=sorted(around), output_fields=_CHUNK_FIELDS)
         by_row = {int(r["row_id"]): _chunk(r) for r in rows}
         for row, chunk in by_row.items():
@@ -663,6 +799,6 @@ class MilvusView:
             return found
         rows = self.client.query(
             self.collection, filter=f'doc_id == "{doc_id}" and ordinal >= {int(first)} '
-                                    f'and ordinal <= {int(last)}',
+                                    f'and ordinal <= {int(last)} and {self.visible}',
             output_fields=_CHUNK_FIELDS, limit=max(int(last) - int(first) + 1, 1))
         return sorted((_chunk(r) for r in rows), key=lambda c: c.ordinal)

@@ -154,17 +154,21 @@ class IngestPool:
         futures: dict[Future[FileOutcome], FileTask] = {pool.submit(_work, t): t for t in tasks}
         pending = set(futures)
         orphans: list[FileTask] = []
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            self._drain(on_message)
-            for future in done:
-                task = futures[future]
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    orphans.append(task)
-                except Exception as exc:  # a result that cannot come back (pickling)
-                    yield _failed(task, f"worker error ({type(exc).__name__}: {exc})")
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                self._drain(on_message)
+                for future in done:
+                    task = futures[future]
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        orphans.append(task)
+                    except Exception as exc:  # a result that cannot come back (pickling)
+                        yield _failed(task, f"worker error ({type(exc).__name__}: {exc})")
+        finally:  # a cancelled job stops reading: the files not begun are not read at all
+            for future in pending:
+                future.cancel()
         if orphans:
             self._reset()
         for task in sorted(orphans, key=lambda t: t.index):

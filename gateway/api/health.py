@@ -33,6 +33,8 @@ async def ready(services: ServicesDep) -> JSONResponse:
         stores["conversations"] = await _ping(services.conversations.store.ping())
     if services.knowledge is not None:
         stores["knowledge"] = await _ping(services.knowledge.ping())
+        if services.knowledge.board.shared:  # uploads queue there (its own Redis, maybe)
+            stores["jobs"] = await _ping(services.knowledge.board.ping())
     is_ready = (bool(models) and all(models.values())
                 and all(state == "ok" for state in stores.values()))
     return JSONResponse(

@@ -77,8 +77,16 @@ class SqliteRegistryStore:
         return await self._run(since)
 
 
-# KEYS: the records hash, the sequence counter, the names by sequence; ARGV: name, record
+# KEYS: the records hash, the sequence counter, the names by sequence; ARGV: name, record.
+# A new counter starts at Redis' clock in microseconds, not at 1: a Redis that lost its
+# data (restarted without persistence) numbers its next writes above every number a live
+# replica applied before, so the replicas still see them (starting at 1, a replica that
+# had applied 40 ignored the next 40 changes). Below 2^53 until the year 2255.
 _PUT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] * 1000000 + now[2])
+end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
@@ -88,7 +96,8 @@ return seq
 
 class RedisRegistryStore:
     """    {p}:backends       name -> record JSON
-    {p}:backends:seq   the newest sequence number (what a replica polls: one GET)
+    {p}:backends:seq   the newest sequence number (what a replica polls: one GET), from
+                       Redis' clock in microseconds when the first write made it
     {p}:backends:order name by its record's sequence number (a sorted set)"""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "ragate") -> None:

@@ -35,6 +35,15 @@ def worker_died(worker: str) -> str:
             "heartbeat expired); nothing of the job was stored: upload the files again")
 
 
+STOPPED_HERE = ("the gateway stopped before this job finished: upload the files again "
+                "(those already stored read as unchanged)")
+
+
+def handed_back(worker: str) -> str:
+    return (f"the worker running this job ({worker}) stopped before it finished; queued "
+            "again for the next worker")
+
+
 def failed(progress: Progress, message: str) -> Progress:
     return {**progress, "status": "failed", "message": message, "finished_at": time.time(),
             "files": [{**f, "stage": "failed", "reason": f.get("reason") or message}
@@ -48,6 +57,10 @@ class JobBoard(Protocol):
     async def open(self) -> JobBoard: ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise a GatewayError when the board does not answer (for /ready)."""
+        ...
 
     async def submit(self, spec: Spec, progress: Progress) -> None:
         """Queue ``spec`` and publish its first (queued) report."""
@@ -63,6 +76,12 @@ class JobBoard(Protocol):
 
     async def release(self, worker: str, job_id: str) -> None:
         """``worker`` is done with the job it took (whatever its outcome)."""
+        ...
+
+    async def hand_back(self, worker: str, spec: Spec, progress: Progress) -> bool:
+        """``worker`` stops before the job ends: publish ``progress`` (queued again) and put
+        the job back at the head of the queue, for the next runner to take whole; False
+        if no other runner can take it (the job is failed instead)."""
         ...
 
     async def get(self, job_id: str) -> Progress | None: ...
@@ -91,6 +110,9 @@ class LocalJobBoard:
     async def close(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        pass
+
     async def submit(self, spec: Spec, progress: Progress) -> None:
         self._reports[spec["job_id"]] = progress
         self._queue.put_nowait(spec)
@@ -107,6 +129,11 @@ class LocalJobBoard:
 
     async def release(self, worker: str, job_id: str) -> None:
         pass
+
+    async def hand_back(self, worker: str, spec: Spec, progress: Progress) -> bool:
+        # this board dies with its process, and the runner with it: nobody would take it
+        await self.report(failed(progress, STOPPED_HERE))
+        return False
 
     async def get(self, job_id: str) -> Progress | None:
         return self._reports.get(job_id)
@@ -181,6 +208,9 @@ class RedisJobBoard:
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def ping(self) -> None:
+        await self._call(self.redis.ping())
+
     async def submit(self, spec: Spec, progress: Progress) -> None:
         # the report first: a runner may take the spec the moment it is queued
         await self._call(self.redis.set(self._job(spec["job_id"]), json.dumps(progress),
@@ -201,6 +231,19 @@ class RedisJobBoard:
         for raw in await self._call(self.redis.lrange(self._held(worker), 0, -1)):
             if json.loads(raw)["job_id"] == job_id:
                 await self._call(self.redis.lrem(self._held(worker), 1, raw))
+
+    async def hand_back(self, worker: str, spec: Spec, progress: Progress) -> bool:
+        # the report first: the next runner's "running" must not be overwritten by it
+        if not await self.report(progress):
+            return False  # final already (reaped while stalled): nothing to run again
+        for raw in await self._call(self.redis.lrange(self._held(worker), 0, -1)):
+            if json.loads(raw)["job_id"] == spec["job_id"]:
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.lrem(self._held(worker), 1, raw)
+                pipe.rpush(self.queue, raw)  # RIGHT is where LMOVE takes from: next
+                await self._call(pipe.execute())
+                return True
+        return False  # reaped meanwhile: the reaper failed it
 
     async def get(self, job_id: str) -> Progress | None:
         raw = await self._call(self.redis.get(self._job(job_id)))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError
-from gateway.knowledge.jobs import JobBoard, Spec, failed
+from gateway.knowledge.jobs import JobBoard, Spec, failed, handed_back
 
 if TYPE_CHECKING:
     from gateway.knowledge.service import KnowledgeService
@@ -51,6 +51,7 @@ class JobRunner:
         self.alive_file = alive_file
         self.name = runner_name()
         self.current: str | None = None  # the job in hand
+        self._in_hand: Any = None  # its rag.IngestJob, to cancel when handed back
         self.jobs_run = 0
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,13 +63,18 @@ class JobRunner:
         return self
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Take nothing more; let the job in hand finish for up to ``timeout_s``."""
+        """Take nothing more; let the job in hand finish for up to ``timeout_s``, then hand
+        it back to the queue, whole, for the next runner (a rolling update loses no
+        upload). A job writes its base once, at its end, so a job handed back before that
+        write stored nothing; one handed back during it finds its files unchanged."""
         self._stopping.set()
         take, beat = self._tasks or (None, None)
         if take is not None:
             done, _ = await asyncio.wait({take}, timeout=timeout_s)
             if not done:
-                take.cancel()
+                take.cancel()  # the take loop hands the job back as it unwinds
+                with contextlib.suppress(asyncio.CancelledError):
+                    await take
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,16 +108,43 @@ class JobRunner:
                     await asyncio.wait_for(self._stopping.wait(), POLL_S)
                 continue
             self.current = spec["job_id"]
+            queued_again = False
             try:
                 await self._run(spec)
+            except asyncio.CancelledError:
+                queued_again = await self._hand_back(spec)
+                raise
             except Exception:
                 log.exception("job %s failed in runner %s", spec["job_id"], self.name)
             finally:
                 self.current = None
-                self.jobs_run += 1
-                await asyncio.to_thread(remove_staged, spec)  # many files: off the loop
-                with contextlib.suppress(GatewayError):
-                    await self.board.release(self.name, spec["job_id"])
+                self._in_hand = None
+                if not queued_again:  # else its staged files are the next runner's
+                    self.jobs_run += 1
+                    await asyncio.to_thread(remove_staged, spec)  # many files: off the loop
+                    with contextlib.suppress(GatewayError):
+                        await self.board.release(self.name, spec["job_id"])
+
+    async def _hand_back(self, spec: Spec) -> bool:
+        """Queue the job again (stop() ran out of time). False when nobody will take it: a
+        board in this process fails it; a board that is away leaves it to the reaper,
+        which fails it once this runner's heartbeat expires (never left running)."""
+        import rag
+
+        if self._in_hand is not None:
+            self._in_hand.cancel()  # its thread stops at the next file, writing nothing
+        fresh = rag.IngestJob(spec["knowledge_base"],
+                              [(Path(path), filename) for filename, path in spec["files"]],
+                              job_id=spec["job_id"]).progress().to_dict()
+        try:
+            queued = await self.board.hand_back(self.name, spec,
+                                                {**fresh, "message": handed_back(self.name)})
+        except GatewayError as exc:
+            log.warning("job %s: could not hand it back: %s", spec["job_id"], exc)
+            return False
+        if queued:
+            log.info("job %s handed back to the queue by %s", spec["job_id"], self.name)
+        return queued
 
     async def _run(self, spec: Spec) -> None:
         import rag
@@ -119,6 +152,7 @@ class JobRunner:
         job = rag.IngestJob(spec["knowledge_base"],
                             [(Path(path), filename) for filename, path in spec["files"]],
                             job_id=spec["job_id"])
+        self._in_hand = job
         try:
             base = await self.service.writable_base(spec["knowledge_base"])
         except GatewayError as exc:  # deleted since the upload, or its model will not load

@@ -179,7 +179,7 @@ class KnowledgeService:
 
     async def close(self) -> None:
         if self.runner is not None:
-            await self.runner.stop()
+            await self.runner.stop(self.config.job_stop_grace_s)
         for task in list(self._tasks):
             task.cancel()
             await asyncio.wait({task}, timeout=5)

@@ -30,6 +30,10 @@ def check_worker_settings(settings: Settings) -> None:
         raise WorkerConfigError(
             "ragate worker takes jobs from Redis: set knowledge.jobs_store: redis (or "
             "conversations.store: redis) in the API replicas' config and in this one")
+    if (embedded := settings.embedded_milvus) is not None:  # the API replicas hold it open
+        from gateway.workers import embedded_milvus_reason
+
+        raise WorkerConfigError(embedded_milvus_reason(embedded))
 
 
 async def run_worker(settings: Settings, alive_file: Path | None = None) -> int:

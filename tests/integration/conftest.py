@@ -137,8 +137,11 @@ def gateway_factory() -> Iterator[Any]:
 class WorkerProcess:
     """``python -m gateway worker`` on a config; alive once its heartbeat file appears."""
 
-    def __init__(self, config_path: Path, workdir: Path) -> None:
+    def __init__(self, config_path: Path, workdir: Path, *,
+                 stop_grace_s: float | None = None) -> None:
         self.config_path = config_path
+        self.env = ({"RAGATE_KNOWLEDGE__JOB_STOP_GRACE_S": str(stop_grace_s)}
+                    if stop_grace_s is not None else {})
         self.alive_file = workdir / f"worker-{time.monotonic_ns()}.alive"
         self.log_path = workdir / f"{self.alive_file.stem}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -149,7 +152,7 @@ class WorkerProcess:
             [sys.executable, "-m", "gateway", "worker", "-c", str(self.config_path),
              "--alive-file", str(self.alive_file)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         log.close()
         deadline = time.monotonic() + timeout_s
         while not self.alive_file.exists():

@@ -1,8 +1,9 @@
 """Knowledge bases across replicas: two gateway processes share a Redis of the test's own
 and one knowledge root (the volume replicas share), the bases in its folders or in a
 milvus-lite server of the test's own. An upload through one is found through the other;
-its job is reported by either; a separate `ragate worker` runs the jobs, and a job whose
-worker was killed is failed with the reason, not left running."""
+its job is reported by either; a separate `ragate worker` runs the jobs, a job whose
+worker was killed is failed with the reason, not left running, and a worker told to stop
+hands its job back to the queue for the next one."""
 
 from __future__ import annotations
 
@@ -94,16 +95,23 @@ def shared(own_redis: RedisServer, tmp_path: Path) -> Iterator[Callable[..., Gat
 
 @pytest.mark.parametrize("store", ["local", "milvus"])
 def test_an_upload_through_one_replica_is_found_and_reported_through_the_other(
-        shared: Callable[..., GatewayProcess], tmp_path: Path, store: str) -> None:
+        shared: Callable[..., GatewayProcess], own_redis: RedisServer, tmp_path: Path,
+        store: str) -> None:
     milvus = MilvusLiteServer(tmp_path).start() if store == "milvus" else None
     try:
         uri = milvus.uri if milvus else None
-        first, second = shared(milvus_uri=uri), shared(milvus_uri=uri)
+        # only the first runs jobs: the second serves what another process wrote
+        first, second = shared(milvus_uri=uri), shared(milvus_uri=uri, run_jobs=False)
         found_through_the_other(first, second, store)
         if milvus is not None:  # the knowledge store away: not ready
             milvus.stop()
             r = httpx.get(first.url + "/ready", timeout=30)
             assert r.status_code == 503 and r.json()["stores"]["knowledge"] != "ok"
+        else:  # the job board away (here in the conversations' Redis): not ready
+            own_redis.stop()
+            r = httpx.get(first.url + "/ready", timeout=30)
+            assert r.status_code == 503 and r.json()["stores"]["jobs"] != "ok"
+            own_redis.start()
     finally:
         if milvus is not None:
             milvus.stop()
@@ -113,7 +121,8 @@ def found_through_the_other(first: GatewayProcess, second: GatewayProcess, store
     with (httpx.Client(base_url=first.url, timeout=60) as one,
           httpx.Client(base_url=second.url, timeout=60) as two):
         assert one.post("/v1/knowledge_bases", json={"name": "harbour"}).status_code == 201
-        assert httpx.get(first.url + "/ready").json()["stores"]["knowledge"] == "ok"
+        stores = httpx.get(first.url + "/ready").json()["stores"]
+        assert stores["knowledge"] == stores["jobs"] == "ok"
         listed = {b["name"]: b for b in two.get("/v1/knowledge_bases").json()["data"]}
         assert listed["harbour"]["store"] == store
         assert hits(two, "harbour", "ferry bicycles") == []  # loaded before the upload
@@ -154,9 +163,27 @@ def test_a_worker_runs_the_jobs_and_a_killed_workers_job_is_failed(
             assert "part-0.txt" not in [d["source"] for d in one.get(
                 "/v1/knowledge_bases/port/documents").json()["data"]]
             # a new worker takes the next job
-            worker = WorkerProcess(api.config_path, tmp_path).start()
+            worker = WorkerProcess(api.config_path, tmp_path, stop_grace_s=0.5).start()
             again = upload(one, "port", {"again.txt": b"The lighthouse keeper owns a cat."})
             assert finished(one, again)["status"] == "done"
+            # told to stop (a rolling update), it hands the job in hand back to the queue
+            # (a dozen files: seconds of embedding on a fast core, a minute on a slow one)
+            dozen = {f"more-{n}.txt": ((f"Part {n}. " + FACT + " ") * 60).encode()
+                     for n in range(12)}
+            handed = upload(one, "port", dozen)
+            within(60, lambda: job_of(two, handed)["status"] == "running")
+            worker.stop()
+            job = job_of(two, handed)
+            assert job["status"] == "queued" and "queued again" in job["message"], job
+            assert len(list((tmp_path / "kb" / ".uploads").iterdir())) == 1  # kept for it
+            worker = WorkerProcess(api.config_path, tmp_path).start()
+            job = finished(two, handed, seconds=300)
+            # (a file the stopped worker had written just before would read as unchanged)
+            assert job["status"] == "done", job
+            assert sorted(job["added"] + job["unchanged"]) == sorted(dozen), job
+            listed = [d["source"] for d in one.get(
+                "/v1/knowledge_bases/port/documents").json()["data"]]
+            assert set(dozen) <= set(listed)
         finally:
             worker.stop()
         staged = tmp_path / "kb" / ".uploads"

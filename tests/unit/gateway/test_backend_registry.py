@@ -109,10 +109,40 @@ async def registry_store(request: pytest.FixtureRequest, tmp_path: Path
 async def test_each_store_numbers_every_write(
         registry_store: SqliteRegistryStore | RedisRegistryStore) -> None:
     store = registry_store
-    assert await store.put({"name": "x", "targets": [], "drained": True}) == 1
-    assert await store.put({"name": "y", "targets": []}) == 2
-    assert await store.put({"name": "x", "targets": [], "drained": False}) == 3
-    newest, records = await store.since(1)
-    assert newest == 3 and [(r["name"], r["seq"]) for r in records] == [("y", 2), ("x", 3)]
+    first = await store.put({"name": "x", "targets": [], "drained": True})
+    assert await store.put({"name": "y", "targets": []}) == first + 1
+    assert await store.put({"name": "x", "targets": [], "drained": False}) == first + 2
+    newest, records = await store.since(first)
+    assert newest == first + 2
+    assert [(r["name"], r["seq"]) for r in records] == [("y", first + 1), ("x", first + 2)]
     assert records[1]["drained"] is False
-    assert await store.since(3) == (3, [])
+    assert await store.since(first + 2) == (first + 2, [])
+
+
+async def test_a_replica_sees_changes_made_after_redis_lost_its_data(
+        fleet: FakeFleet, tmp_path: Path, two: tuple[str, str]) -> None:
+    a, b = two
+    prefix = f"test-wipe-{uuid.uuid4().hex[:8]}"
+    config = {**one_model(a), "pool": {"registry_poll_s": 0.05, "registry_store": "redis",
+                                       "registry_redis_url": "redis://127.0.0.1:6379/0"},
+              "conversations": {"key_prefix": prefix}}
+    redis = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        async with gateway_client(fleet, config, tmp_path / "one") as (one, app), \
+                gateway_client(fleet, config, tmp_path / "two") as (other, _):
+            await one.post("/admin/backends", json={"model": "m", "backend": {"url": b}})
+            for _ in range(3):  # the other replica has applied a few numbers
+                await one.post("/admin/backends/a:1/drain")
+                await one.post("/admin/backends/a:1/undrain")
+            await asyncio.sleep(0.3)
+            assert await answers(other, 8) == {"a", "b"}
+            # Redis restarted without persistence: every registry key is gone
+            await redis.delete(*app.state.services.registry.store.keys)
+            assert (await one.post("/admin/backends/b:1/drain")).status_code == 200
+            await asyncio.sleep(0.3)
+            assert await answers(other) == {"a"}  # before: never seen by the other
+    finally:
+        keys = [k async for k in redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from gateway.settings import Settings
 from gateway.workers import blockers, default_workers
 
@@ -34,3 +36,21 @@ def test_limits_counted_in_process_block_more_workers_only_with_keys() -> None:
     assert any("auth.limits.store is local" in r for r in blockers(keyed, knowledge_on=False))
     open_gateway = Settings(conversations={"store": "redis"})
     assert blockers(open_gateway, knowledge_on=False) == []
+
+
+def test_an_embedded_milvus_folder_keeps_one_process(tmp_path) -> None:
+    from gateway.knowledge.worker import WorkerConfigError, check_worker_settings
+
+    root = {"root": str(tmp_path / "kb"), "jobs_store": "redis"}
+    embedded = Settings(**SHARED, knowledge={**root, "store": "milvus"})
+    reasons = blockers(embedded, knowledge_on=True)
+    assert any("milvus-lite folder" in r and "milvus-lite server" in r for r in reasons)
+    assert default_workers(embedded, knowledge_on=True) == 1
+    with pytest.raises(WorkerConfigError, match="one process opens at a time"):
+        check_worker_settings(embedded)
+    # a base migrated into the embedded folder counts as well; a server URI does not
+    (tmp_path / "kb" / "milvus.db").mkdir(parents=True)
+    assert blockers(Settings(**SHARED, knowledge=root), knowledge_on=True) != []
+    served = Settings(**SHARED, knowledge={**root, "milvus_uri": "http://127.0.0.1:19530"})
+    assert blockers(served, knowledge_on=True) == []
+    check_worker_settings(served)

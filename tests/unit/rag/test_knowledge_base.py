@@ -218,3 +218,100 @@ def test_milvus_keeps_each_terms_document_frequency_through_replace_and_delete(
     assert stored == truth and truth  # replaced and deleted chunks' terms were taken off
     assert kb.search("长城", mode="lexical")[0].source == "beijing.txt"
     assert not any(p.source == "faiss.md" for p in kb.search("FAISS dense vectors"))
+
+
+class WriterDied(Exception):
+    """Stands for a writer process killed midway (nothing after it runs)."""
+
+
+def milvus_base(tmp_path: Path, embedder: FakeEmbedder) -> tuple[KnowledgeStores, Any]:
+    stores = KnowledgeStores(KnowledgeBaseStore(tmp_path / "kbs"),
+                             MilvusKnowledgeBaseStore(str(tmp_path / "m.db"), tmp_path / "locks"),
+                             default="milvus")
+    return stores, stores.create("docs", embedder, chunking=ChunkingConfig(60, 10))
+
+
+def consistent(kb: Any) -> None:
+    """Every stored chunk is below next_row and counted, and the term counts are true."""
+    from rag.milvus_store import _count, _iter_rows, read_counts, term_counts
+
+    manifest = kb.store.manifest(kb.name)
+    rows = [r for batch in _iter_rows(kb.client, kb.collection, ["row_id", "terms"])
+            for r in batch]
+    assert all(r["row_id"] < manifest.next_row for r in rows)
+    assert manifest.chunks == len(rows)
+    assert manifest.documents == _count(kb.client, f"{kb.collection}_docs")
+    every = [r["term"] for batch in _iter_rows(kb.client, f"{kb.collection}_terms", ["term"])
+             for r in batch]
+    assert read_counts(kb.client, f"{kb.collection}_terms", every) == dict(
+        term_counts(r["terms"] for r in rows))
+    assert kb.store.read_intent(kb.name) is None
+
+
+def test_a_milvus_write_that_died_before_its_commit_is_never_seen_and_is_undone(
+        tmp_path: Path, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    stores, kb = milvus_base(tmp_path, embedder)
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    insert = kb.client.insert
+    calls = []
+
+    def dies_after_one_batch(collection: str, rows: Any) -> Any:
+        if calls:
+            raise WriterDied()
+        calls.append(collection)
+        return insert(collection, rows)
+
+    monkeypatch.setattr("rag.milvus_store.INSERT_BATCH", 2)
+    monkeypatch.setattr(kb.client, "insert", dies_after_one_batch)
+    lake = "西湖位于杭州市西部，是中国著名的风景名胜区。" * 6
+    with pytest.raises(WriterDied):
+        kb.add([kb_prepared(kb, "hangzhou.txt", lake)])
+    monkeypatch.undo()
+    reader = stores.open("docs", embedder)  # another replica, reading meanwhile
+    assert not any(p.source == "hangzhou.txt" for p in reader.search("西湖 杭州 风景"))
+    assert "hangzhou.txt" not in [d.source for d in reader.documents()]
+    # the next writer undoes it first; the file then goes in as new
+    result = ingest_files(stores.open("docs", embedder),
+                          write_files(tmp_path / "b", {"hangzhou.txt": lake}))
+    assert result.added == ("hangzhou.txt",)
+    consistent(kb)
+    assert reader.refresh()  # what a replica does on each request
+    assert reader.search("西湖 杭州 风景")[0].source == "hangzhou.txt"
+
+
+def test_a_milvus_write_that_died_after_its_commit_is_finished_by_the_next_writer(
+        tmp_path: Path, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    stores, kb = milvus_base(tmp_path, embedder)
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+
+    def dies(*args: Any) -> None:
+        raise WriterDied()
+
+    monkeypatch.setattr(type(kb), "_finish", dies)
+    with pytest.raises(WriterDied):  # the new Beijing is committed, the old one not gone
+        kb.add([kb_prepared(kb, "beijing.txt", "北京有长城和颐和园。")])
+    monkeypatch.undo()
+    other = stores.open("docs", embedder)  # the next writer finishes it first
+    other.delete_document("shanghai.txt")
+    consistent(kb)
+    assert [d.source for d in other.documents()] == ["beijing.txt", "faiss.md"]
+    texts = [p.text for p in other.search("北京 故宫 长城", mode="lexical")]
+    assert any("长城" in t for t in texts) and not any("故宫" in t for t in texts)
+    # a delete that died after its commit is finished too
+    monkeypatch.setattr(type(kb), "_finish", dies)
+    with pytest.raises(WriterDied):
+        other.delete_document("faiss.md")
+    monkeypatch.undo()
+    assert ingest_files(kb, write_files(tmp_path / "c", {"x.txt": "新的文件。"})).status == "done"
+    consistent(kb)
+    assert [d.source for d in kb.documents()] == ["beijing.txt", "x.txt"]
+
+
+def kb_prepared(kb: Any, source: str, text: str) -> Any:
+    from rag.ingest import prepare_path
+
+    path = Path(kb.store.lock_root) / source
+    path.write_text(text, encoding="utf-8")
+    prepared, error = prepare_path(path, source, kb.splitter())
+    assert error is None, error
+    return prepared
