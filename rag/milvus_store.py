@@ -196,7 +196,7 @@ class MilvusKnowledgeBaseStore:
     def list(self) -> list[Manifest]:
         rows = self.client.query(self.manifests, filter='key != ""',
                                  output_fields=["manifest"], limit=16_384)
-        return sorted((Manifest.from_json(r["manifest"]) for r in rows
+        return sorted((Manifest.from_json(r["manifest"]) for r in rows  # not the intents
                        if not r["manifest"].startswith('{"intent"')), key=lambda m: m.name)
 
     # -- bases -----------------------------------------------------------------------------
@@ -484,7 +484,9 @@ class MilvusKnowledgeBase:
         kind = index_kind or self.manifest.index_kind
         check_index_kind(kind)
         with self.store.lock(self.name):
-            old = self.store.manifest(self.name)
+            self._manifest = self.store.manifest(self.name)
+            self._recover()  # a dead writer's rows must not be copied, nor its version taken
+            old = self._manifest
             generation = int(str(old.collection).rsplit("_", 1)[1]) + 1
             new = replace(old, embedding_model=embedder.name, dimension=embedder.dimension,
                           index_kind=kind, embedding_path=embedding_path or _path_hint(embedder),

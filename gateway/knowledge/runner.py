@@ -42,6 +42,15 @@ def remove_staged(spec: Spec) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def ingest_job(spec: Spec) -> Any:
+    """The rag.IngestJob of a queued spec, not run yet."""
+    import rag
+
+    return rag.IngestJob(spec["knowledge_base"],
+                         [(Path(path), filename) for filename, path in spec["files"]],
+                         job_id=spec["job_id"])
+
+
 class JobRunner:
     def __init__(self, service: KnowledgeService, board: JobBoard, *, ttl_s: float = 15.0,
                  alive_file: Path | None = None) -> None:
@@ -50,8 +59,7 @@ class JobRunner:
         self.ttl_s = ttl_s
         self.alive_file = alive_file
         self.name = runner_name()
-        self.current: str | None = None  # the job in hand
-        self._in_hand: Any = None  # its rag.IngestJob, to cancel when handed back
+        self._in_hand: Any = None  # the rag.IngestJob running, to cancel when handed back
         self.jobs_run = 0
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -107,7 +115,6 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), POLL_S)
                 continue
-            self.current = spec["job_id"]
             queued_again = False
             try:
                 await self._run(spec)
@@ -117,7 +124,6 @@ class JobRunner:
             except Exception:
                 log.exception("job %s failed in runner %s", spec["job_id"], self.name)
             finally:
-                self.current = None
                 self._in_hand = None
                 if not queued_again:  # else its staged files are the next runner's
                     self.jobs_run += 1
@@ -129,13 +135,9 @@ class JobRunner:
         """Queue the job again (stop() ran out of time). False when nobody will take it: a
         board in this process fails it; a board that is away leaves it to the reaper,
         which fails it once this runner's heartbeat expires (never left running)."""
-        import rag
-
         if self._in_hand is not None:
             self._in_hand.cancel()  # its thread stops at the next file, writing nothing
-        fresh = rag.IngestJob(spec["knowledge_base"],
-                              [(Path(path), filename) for filename, path in spec["files"]],
-                              job_id=spec["job_id"]).progress().to_dict()
+        fresh = ingest_job(spec).progress().to_dict()  # its files' stages all queued again
         try:
             queued = await self.board.hand_back(self.name, spec,
                                                 {**fresh, "message": handed_back(self.name)})
@@ -147,12 +149,7 @@ class JobRunner:
         return queued
 
     async def _run(self, spec: Spec) -> None:
-        import rag
-
-        job = rag.IngestJob(spec["knowledge_base"],
-                            [(Path(path), filename) for filename, path in spec["files"]],
-                            job_id=spec["job_id"])
-        self._in_hand = job
+        job = self._in_hand = ingest_job(spec)
         try:
             base = await self.service.writable_base(spec["knowledge_base"])
         except GatewayError as exc:  # deleted since the upload, or its model will not load

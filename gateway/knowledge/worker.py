@@ -17,6 +17,7 @@ from pathlib import Path
 from gateway.knowledge.jobs import job_board
 from gateway.knowledge.service import KnowledgeService
 from gateway.settings import Settings, StoreKind
+from gateway.workers import embedded_milvus_reason
 
 log = logging.getLogger("ragate.worker")
 
@@ -31,8 +32,6 @@ def check_worker_settings(settings: Settings) -> None:
             "ragate worker takes jobs from Redis: set knowledge.jobs_store: redis (or "
             "conversations.store: redis) in the API replicas' config and in this one")
     if (embedded := settings.embedded_milvus) is not None:  # the API replicas hold it open
-        from gateway.workers import embedded_milvus_reason
-
         raise WorkerConfigError(embedded_milvus_reason(embedded))
 
 

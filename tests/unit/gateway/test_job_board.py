@@ -86,3 +86,27 @@ async def test_the_job_of_a_runner_whose_heartbeat_expired_is_failed_with_the_re
             await board.redis.delete(*keys)
         await board.close()
         await other.close()
+
+
+async def test_a_job_handed_back_is_taken_next_or_failed_where_nobody_else_runs(
+        board: JobBoard) -> None:
+    for n in ("1", "2"):
+        await board.submit(spec(n), report(n))
+    assert (await board.take("w1"))["job_id"] == "1"
+    await board.report(report("1", "running", "embedding"))
+    again = {**report("1"), "message": "queued again for the next worker"}
+    queued = await board.hand_back("w1", spec("1"), again)
+    if isinstance(board, LocalJobBoard):  # it dies with this process: failed, with a reason
+        assert queued is False
+        failed = await board.get("1")
+        assert failed["status"] == "failed" and "upload the files again" in failed["message"]
+        return
+    assert queued is True
+    assert (await board.get("1"))["status"] == "queued"
+    assert await board.redis.llen(board._held("w1")) == 0
+    assert (await board.take("w2"))["job_id"] == "1"  # ahead of the job queued after it
+    assert (await board.take("w2"))["job_id"] == "2"
+    # a job already final (reaped while its runner stalled) is not queued again
+    await board.report(report("1", "failed", "failed"))
+    assert await board.hand_back("w2", spec("1"), again) is False
+    assert (await board.get("1"))["status"] == "failed"

@@ -307,6 +307,27 @@ def test_a_milvus_write_that_died_after_its_commit_is_finished_by_the_next_write
     assert [d.source for d in kb.documents()] == ["beijing.txt", "x.txt"]
 
 
+def test_a_rebuild_undoes_a_dead_writers_write_before_copying_the_rows(
+        tmp_path: Path, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    stores, kb = milvus_base(tmp_path, embedder)
+    ingest_files(kb, write_files(tmp_path / "a", CITIES))
+    insert = kb.client.insert
+
+    def dies_after_inserting(collection: str, rows: Any) -> Any:
+        insert(collection, rows)
+        raise WriterDied()
+
+    monkeypatch.setattr(kb.client, "insert", dies_after_inserting)
+    with pytest.raises(WriterDied):
+        kb.add([kb_prepared(kb, "hangzhou.txt", "西湖位于杭州市西部。")])
+    monkeypatch.undo()
+    kb.rebuild(FakeEmbedder("fake-embedder", 64), index_kind="hnsw")
+    consistent(kb)  # the dead write's rows were not copied into the new generation
+    assert "hangzhou.txt" not in [d.source for d in kb.documents()]
+    assert ingest_files(kb, write_files(tmp_path / "b", {"hangzhou.txt": "西湖位于杭州市西部。"})
+                        ).added == ("hangzhou.txt",)
+
+
 def kb_prepared(kb: Any, source: str, text: str) -> Any:
     from rag.ingest import prepare_path
 
